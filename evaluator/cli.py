@@ -1,0 +1,235 @@
+"""`pricer`: evaluate, rank and use a fine-tuned pricer's checkpoints from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from evaluator.errors import PricerError
+from evaluator.metrics import METRICS, Metrics
+
+log = logging.getLogger("pricer")
+
+
+def _settings(args: argparse.Namespace):
+    from evaluator.settings import Settings
+
+    overrides = {
+        "db_url": getattr(args, "db", None),
+        "device": getattr(args, "device", None),
+        "batch_size": getattr(args, "batch_size", None),
+        "base_model": getattr(args, "base", None),
+        "load_in_4bit": getattr(args, "load_in_4bit", None) or None,
+    }
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _evaluator(args: argparse.Namespace):
+    from evaluator.evaluate import Evaluator
+
+    return Evaluator(_settings(args))
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _metric_cells(m: Metrics) -> dict[str, str]:
+    lo, hi = m.intervals["mae"]
+    rl, rh = m.intervals["rmsle"]
+    hl, hh = m.intervals["hit_rate"]
+    return {
+        "avg error": f"${m.mae:,.2f} [{lo:,.2f}, {hi:,.2f}]",
+        "RMSLE": f"{m.rmsle:.2f} [{rl:.2f}, {rh:.2f}]",
+        "hits": f"{m.hit_rate:.1%} [{hl:.1%}, {hh:.1%}]",
+    }
+
+
+def _ranking_table(ranked) -> str:
+    rows = [
+        {
+            "#": r.rank,
+            "revision": r.evaluation.revision.revision,
+            "commit": r.evaluation.revision.commit[:10],
+            "step": r.evaluation.revision.step,
+            "epoch": None if r.evaluation.revision.epoch is None else round(r.evaluation.revision.epoch, 2),
+            "n": r.metrics.n,
+            **_metric_cells(r.metrics),
+        }
+        for r in ranked
+    ]
+    return pd.DataFrame(rows).to_string(index=False, na_rep="-")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from evaluator.data import load_heldout
+
+    dataset = load_heldout(args.data)  # checked before any model or network work
+    evaluator = _evaluator(args)
+    source = evaluator.source(args.source)
+    evaluations = evaluator.evaluate(
+        source, None if args.all or not args.revision else args.revision, dataset, progress=not args.json
+    )
+    ranked = evaluator.ranking(source.name, dataset=dataset, metric=args.metric, estimator=args.estimator)
+    asked = {e.id for e in evaluations}
+    ranked = [r for r in ranked if r.evaluation.id in asked]
+    if args.json:
+        _print_json([r.to_dict() for r in ranked])
+        return
+    print(f"{source.name}: {len(ranked)} checkpoint(s) on {dataset.name} ({len(dataset)} items), best first by {args.metric}")
+    print(_ranking_table(ranked))
+
+
+def cmd_best(args: argparse.Namespace) -> None:
+    from evaluator.data import load_heldout
+
+    dataset = load_heldout(args.data) if args.data else None
+    evaluator = _evaluator(args)
+    ranked = evaluator.ranking(evaluator.source(args.source).name, dataset=dataset, metric=args.metric, estimator=args.estimator)
+    best, runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
+    if args.json:
+        _print_json(
+            {
+                "metric": args.metric,
+                "estimator": args.estimator,
+                "best": best.to_dict(),
+                "runner_up": runner_up.to_dict() if runner_up else None,
+                "evaluated": len(ranked),
+            }
+        )
+        return
+    rev = best.evaluation.revision
+    print(
+        f"best of {len(ranked)} by {args.metric}: {rev.revision} (commit {rev.commit[:10]}, step {rev.step}, epoch {rev.epoch})"
+    )
+    print(f"  on {best.evaluation.dataset_name}, {best.metrics.n} items, base {best.evaluation.base_model}")
+    for name, cell in _metric_cells(best.metrics).items():
+        print(f"  {name:<10} {cell}")
+    if runner_up:
+        cells = ", ".join(f"{k} {v}" for k, v in _metric_cells(runner_up.metrics).items())
+        print(f"runner-up: {runner_up.evaluation.revision.revision}: {cells}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    evaluator = _evaluator(args)
+    prediction = evaluator.predict(evaluator.source(args.source), args.description, metric=args.metric, estimator=args.estimator)
+    rev = prediction.revision
+    if args.json:
+        answers = [{"price": p, "revision": rev.revision, "commit": rev.commit} for p in prediction.prices]
+        _print_json(answers[0] if len(answers) == 1 else answers)
+        return
+    for description, price in zip(args.description, prediction.prices, strict=True):
+        print(f"${price:,.2f}  {description[:70]}")
+    print(f"(from {rev.revision}, commit {rev.commit[:10]})")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from evaluator.data import positive_prices, read_table
+    from evaluator.errors import InvalidDataset
+    from evaluator.metrics import score
+
+    frame = read_table(args.file)
+    truth = positive_prices(frame, args.truth_field, where=args.file)
+    if args.guess_field not in frame.columns:
+        raise InvalidDataset(f"{args.file}: no field {args.guess_field!r} (fields: {', '.join(map(str, frame.columns))})")
+    guess = pd.to_numeric(frame[args.guess_field], errors="coerce")
+    if guess.isna().any():
+        raise InvalidDataset(f"{args.file}: {args.guess_field!r} is missing or not a number in {int(guess.isna().sum())} row(s)")
+    metrics = score(truth, guess.to_numpy(dtype=float))
+    if args.json:
+        _print_json(metrics.to_dict())
+        return
+    print(f"{args.guess_field} on {args.file}: {metrics.n} items")
+    for name, cell in _metric_cells(metrics).items():
+        print(f"  {name:<10} {cell}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from evaluator.demo import run_demo
+
+    run_demo(_settings(args), steps=args.steps, save_steps=args.save_steps)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="store URL (SQLAlchemy); default: SQLite in pricer's data folder, or PRICER_DB_URL")
+    parser.add_argument("--base", help="base model for every adapter (default: the one each adapter names)")
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, help="items per forward pass (default 16)")
+    parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", help="load the base in 4-bit nf4 (CUDA only)")
+
+
+def _add_ranking_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", choices=METRICS, default="mae", help="what to rank by (default: mae)")
+    parser.add_argument(
+        "--estimator",
+        choices=("argmax", "mean"),
+        default="argmax",
+        help="the price read from the model: most likely number or probability-weighted mean",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pricer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("evaluate", help="price held-out items under checkpoints and rank them")
+    p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
+    p.add_argument("--revision", action="append", help="a revision: checkpoint-N, commit sha, branch or tag (repeatable)")
+    p.add_argument("--all", action="store_true", help="every checkpoint of the run (the default without --revision)")
+    p.add_argument("--data", help="held-out JSONL / CSV / Parquet (default: the generated catalogue's held-out part)")
+    _add_model_options(p)
+    _add_ranking_options(p)
+    p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("best", help="the best evaluated checkpoint and its evidence")
+    p.add_argument("source")
+    p.add_argument("--data", help="rank evaluations on this data (default: the most recently used data)")
+    p.add_argument("--db")
+    _add_ranking_options(p)
+    p.set_defaults(run=cmd_best)
+
+    p = commands.add_parser("predict", help="price descriptions with the best evaluated checkpoint")
+    p.add_argument("source")
+    p.add_argument("description", nargs="+", help="product description(s)")
+    _add_model_options(p)
+    _add_ranking_options(p)
+    p.set_defaults(run=cmd_predict)
+
+    p = commands.add_parser("score", help="score an existing predictions file with the course's metrics")
+    p.add_argument("file", help="JSONL / CSV / Parquet with true prices and guesses (nested fields as a.b)")
+    p.add_argument("--guess-field", required=True, help="the field holding the guesses, e.g. predictions.gpt_4o_frontier")
+    p.add_argument("--truth-field", default="price", help="the field holding true prices (default: price)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_score)
+
+    p = commands.add_parser("demo", help="the whole loop on the embedded default: tiny model, training, evaluation")
+    p.add_argument("--db")
+    p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
+    p.add_argument("--save-steps", type=int, default=50, help="a checkpoint every N steps (default 50)")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except PricerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Held-out data: read a JSONL / CSV / Parquet file into prompts and true prices.
+
+A row gives its prompt either whole (`text`, ending with "Price is $") or as a
+description (`description`, or `title` + `details`) from which the course's prompt is
+built. Everything is checked before any model work starts, so a broken file costs
+nothing but a clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluator.errors import InvalidDataset
+
+QUESTION = "How much does this cost to the nearest dollar?"
+PRICE_PREFIX = "Price is $"
+READERS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+CATALOGUE_SIZE, CATALOGUE_TRAIN = 2000, 1600  # the embedded default: items [0, 1600) train, the rest held out
+_ANSWER = re.compile(r"(Price is \$)\s*\d[\d,]*(?:\.\d*)?\s*$")  # a training text whose answer follows the prompt
+
+
+def build_prompt(description: str) -> str:
+    """The course's test prompt for one product description."""
+    return f"{QUESTION}\n\n{description.strip()}\n\n{PRICE_PREFIX}"
+
+
+def training_text(prompt: str, price: float) -> str:
+    """The course's training text: the prompt followed by the price to the dollar (Python's round)."""
+    return f"{prompt}{round(price)}.00"
+
+
+@dataclass(frozen=True)
+class HeldOutSet:
+    """Items to price: one prompt and one true price each, identified by a content fingerprint."""
+
+    name: str
+    prompts: list[str]
+    prices: np.ndarray
+    fingerprint: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", fingerprint(self.prompts, self.prices))
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def fingerprint(prompts: list[str], prices: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for prompt, price in zip(prompts, prices, strict=True):
+        digest.update(f"{price:.2f}\x00{prompt}\x01".encode())
+    return digest.hexdigest()
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a data file by its extension; nested JSON objects become dotted columns."""
+    path = Path(path).expanduser()
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise InvalidDataset(f"{path}: unknown data format {path.suffix!r}; use one of {sorted(READERS)}")
+    if not path.is_file():
+        raise InvalidDataset(f"{path}: no such data file")
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path)
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.json_normalize(_json_records(path, lines=kind == "jsonl"))
+    except InvalidDataset:
+        raise
+    except Exception as exc:  # pandas and pyarrow raise many types for a broken file
+        raise InvalidDataset(f"{path}: cannot read as {kind}: {exc}") from exc
+    if frame.empty:
+        raise InvalidDataset(f"{path}: the file holds no rows")
+    return frame
+
+
+def _json_records(path: Path, *, lines: bool) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if not lines:
+        records = json.loads(text)
+        return records if isinstance(records, list) else [records]
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidDataset(f"{path}, line {number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise InvalidDataset(f"{path}, line {number}: expected a JSON object")
+        records.append(record)
+    return records
+
+
+def positive_prices(frame: pd.DataFrame, column: str, *, where: str) -> np.ndarray:
+    """The column as float prices, refusing missing, non-numeric and non-positive values."""
+    if column not in frame.columns:
+        raise InvalidDataset(f"{where}: no {column!r} column (columns: {', '.join(map(str, frame.columns))})")
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = frame.index[values.isna()].tolist()
+    if bad:
+        raise InvalidDataset(f"{where}: {column!r} is missing or not a number in row(s) {_rows(bad)}")
+    bad = frame.index[values <= 0].tolist()
+    if bad:
+        raise InvalidDataset(f"{where}: {column!r} must be positive; row(s) {_rows(bad)} are not")
+    return values.to_numpy(dtype=np.float64)
+
+
+def _rows(index: list) -> str:
+    shown = ", ".join(str(i) for i in index[:5])
+    return shown + (f" and {len(index) - 5} more" if len(index) > 5 else "")
+
+
+def prompts_of(frame: pd.DataFrame, *, where: str) -> list[str]:
+    """One prompt per row, from `text`, `description`, or `title` + `details`."""
+    if "text" in frame.columns:
+        texts = frame["text"].astype("string")
+        prompts = [_ANSWER.sub(r"\1", text) for text in texts.fillna("")]
+        bad = [i for i, prompt in enumerate(prompts) if not prompt.endswith(PRICE_PREFIX)]
+        if bad:
+            raise InvalidDataset(f"{where}: 'text' must end with {PRICE_PREFIX!r}; row(s) {_rows(bad)} do not")
+        return prompts
+    if "description" in frame.columns:
+        descriptions = frame["description"].astype("string").fillna("")
+    elif "title" in frame.columns:
+        details = frame["details"].astype("string").fillna("") if "details" in frame.columns else ""
+        descriptions = frame["title"].astype("string").fillna("") + "\n" + details
+    else:
+        raise InvalidDataset(f"{where}: needs a 'text', 'description' or 'title' (+ 'details') column")
+    descriptions = [d.strip() for d in descriptions]
+    bad = [i for i, d in enumerate(descriptions) if not d]
+    if bad:
+        raise InvalidDataset(f"{where}: empty description in row(s) {_rows(bad)}")
+    return [build_prompt(d) for d in descriptions]
+
+
+def heldout_from_frame(frame: pd.DataFrame, *, name: str) -> HeldOutSet:
+    frame = frame.reset_index(drop=True)
+    prices = positive_prices(frame, "price", where=name)
+    return HeldOutSet(name=name, prompts=prompts_of(frame, where=name), prices=prices)
+
+
+def load_heldout(path: str | Path | None = None) -> HeldOutSet:
+    """The held-out set in `path`, or the generated catalogue's held-out part when None."""
+    if path is None:
+        return heldout_from_frame(catalogue_split()[1], name="catalogue-heldout")
+    path = Path(path).expanduser()
+    return heldout_from_frame(read_table(path), name=path.name)
+
+
+def catalogue_split(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The embedded default data: (train, held-out) parts of the generated catalogue."""
+    from evaluator.catalogue import catalogue_frame
+
+    frame = catalogue_frame(CATALOGUE_SIZE, seed=seed)
+    return frame.iloc[:CATALOGUE_TRAIN].reset_index(drop=True), frame.iloc[CATALOGUE_TRAIN:].reset_index(drop=True)

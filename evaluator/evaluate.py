@@ -1,0 +1,122 @@
+"""The `Evaluator`: the one object the CLI, the service and the tests call.
+
+It resolves revisions, reuses stored results, keeps one loaded model per base, swaps
+adapters, prices held-out items, stores every prediction, ranks and predicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluator.data import HeldOutSet, build_prompt
+from evaluator.errors import InvalidAdapter, InvalidPredictionInput, NotEvaluated
+from evaluator.ranking import Ranked, latest_group, rank
+from evaluator.scoring import PriceModel, ScoringConfig
+from evaluator.settings import Settings
+from evaluator.sources import CheckpointSource, Revision, open_source
+from evaluator.store import Evaluation, EvaluationKey, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Prices for descriptions, and the checkpoint that gave them."""
+
+    prices: list[float]
+    revision: Revision
+
+
+class Evaluator:
+    """Evaluate, rank and serve a run's checkpoints."""
+
+    def __init__(self, settings: Settings | None = None, *, store: Store | None = None) -> None:
+        self.settings = settings or Settings()
+        self.store = store or Store(self.settings.store_url)
+        self.config = ScoringConfig(quantization="nf4" if self.settings.load_in_4bit else "none")
+        self._models: dict[str, PriceModel] = {}
+        self._models_lock = threading.Lock()
+
+    def source(self, spec: str, *, root: Path | None = None) -> CheckpointSource:
+        """The checkpoint source `spec` names: a local run folder or a Hub repo id."""
+        return open_source(spec, token=self.settings.token, endpoint=self.settings.hf_endpoint, root=root)
+
+    def model(self, base: str) -> PriceModel:
+        """The loaded model for `base`, loading it on first use only."""
+        with self._models_lock:
+            if base not in self._models:
+                log.info("loading base model %s", base)
+                self._models[base] = PriceModel(
+                    base, device=self.settings.device, load_in_4bit=self.settings.load_in_4bit, token=self.settings.token
+                )
+            return self._models[base]
+
+    def evaluate(
+        self, source: CheckpointSource, revisions: list[str] | None, dataset: HeldOutSet, *, progress: bool = False
+    ) -> list[Evaluation]:
+        """Evaluate the named revisions (every checkpoint when None), in order; stored results are reused."""
+        resolved = source.revisions() if revisions is None else [source.resolve(r) for r in revisions]
+        return [self.evaluate_revision(source, revision, dataset, progress=progress) for revision in resolved]
+
+    def evaluate_revision(
+        self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet, *, progress: bool = False
+    ) -> Evaluation:
+        """Price `dataset` under one checkpoint and store every prediction (or return the stored result)."""
+        base = self.settings.base_model or self.store.adapter_base(source.name, revision.commit)
+        if base and (stored := self.store.find(self._key(source, revision, base, dataset))):
+            return stored
+        checkpoint = source.fetch(revision)
+        base = self.settings.base_model or checkpoint.adapter.base_model
+        if not base:
+            raise InvalidAdapter(f"{source.name}@{revision.revision}: the adapter names no base model; give one with --base")
+        key = self._key(source, checkpoint.revision, base, dataset)
+        if stored := self.store.find(key):
+            return stored
+        model = self.model(base)
+        started = time.perf_counter()
+        with model.lock:  # the swap and the pricing under it form one unit
+            model.use_adapter(checkpoint.adapter, name=revision.commit[:16])
+            prices = model.price(dataset.prompts, batch_size=self.settings.batch_size, progress=progress, desc=revision.revision)
+        return self.store.save(
+            key,
+            checkpoint.revision,
+            adapter_base=checkpoint.adapter.base_model,
+            dataset_name=dataset.name,
+            truth=dataset.prices,
+            prices=prices,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _key(self, source: CheckpointSource, revision: Revision, base: str, dataset: HeldOutSet) -> EvaluationKey:
+        return EvaluationKey(source.name, revision.commit, base, dataset.fingerprint, self.config.key())
+
+    def ranking(
+        self, source_name: str, *, dataset: HeldOutSet | None = None, metric: str = "mae", estimator: str = "argmax"
+    ) -> list[Ranked]:
+        """The source's checkpoints, best first, on `dataset` (default: the most recently used data)."""
+        evaluations = self.store.evaluations(source_name, dataset_fingerprint=dataset.fingerprint if dataset else None)
+        if not evaluations:
+            raise NotEvaluated(f"{source_name}: nothing is evaluated yet" + (f" on {dataset.name}" if dataset else ""))
+        return rank(latest_group(evaluations), metric=metric, estimator=estimator)
+
+    def predict(
+        self, source: CheckpointSource, descriptions: list[str], *, metric: str = "mae", estimator: str = "argmax"
+    ) -> Prediction:
+        """Price descriptions with the best evaluated checkpoint of `source`."""
+        limit = self.settings.max_description_chars
+        for description in descriptions:
+            if not description.strip():
+                raise InvalidPredictionInput("a description is empty")
+            if len(description) > limit:
+                raise InvalidPredictionInput(f"a description has {len(description)} characters; the limit is {limit}")
+        best = self.ranking(source.name, metric=metric, estimator=estimator)[0].evaluation
+        checkpoint = source.fetch(best.revision)
+        model = self.model(best.base_model)
+        with model.lock:
+            model.use_adapter(checkpoint.adapter, name=best.revision.commit[:16])
+            prices = model.price([build_prompt(d) for d in descriptions], batch_size=self.settings.batch_size)
+        return Prediction(prices=[float(p) for p in prices.guesses(estimator)], revision=best.revision)

@@ -1,0 +1,220 @@
+"""Price items with a base model that stays loaded and LoRA adapters swapped in and out.
+
+One batched forward pass per batch: the next-token distribution after "Price is $",
+restricted to the tokens of the integers 0..999 (Llama 3 has one token for each), gives
+both the argmax price and the probability-weighted mean. A tokenizer without such tokens
+falls back to greedy generation and parsing the number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from evaluator.adapters import AdapterFiles
+from evaluator.errors import IncompatibleAdapter, ModelLoadError
+
+log = logging.getLogger(__name__)
+PROBE_PROMPT = "How much does this cost to the nearest dollar?\n\nA thing\n\nPrice is $"
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What changes a prediction besides the checkpoint, base and data: part of an evaluation's identity.
+
+    (Whether numbers are read in one pass or generated follows from the base's tokenizer.)
+    """
+
+    quantization: Literal["none", "nf4"] = "none"
+
+    def key(self) -> str:
+        return json.dumps({"quantization": self.quantization, "scorer": 1}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ItemPrices:
+    """Per-item predictions: the most likely price, the expected price, and the mass on number tokens."""
+
+    argmax: np.ndarray
+    mean: np.ndarray
+    p_number: np.ndarray
+
+    def guesses(self, estimator: Literal["argmax", "mean"] = "argmax") -> np.ndarray:
+        return self.argmax if estimator == "argmax" else self.mean
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def number_token_ids(tokenizer) -> list[int] | None:
+    """Token ids of "0".."999" when each is one token and follows "$" as it would in a completion."""
+    ids = []
+    for number in range(1000):
+        encoded = tokenizer.encode(str(number), add_special_tokens=False)
+        if len(encoded) != 1:
+            return None
+        ids.append(encoded[0])
+    prompt = tokenizer.encode(PROBE_PROMPT)
+    if tokenizer.encode(PROBE_PROMPT + "123") != prompt + [ids[123]]:
+        return None  # numbers merge with the "$" before them: one-pass pricing would read the wrong token
+    return ids
+
+
+class PriceModel:
+    """A base causal LM, loaded once, that prices prompts under one active LoRA adapter at a time.
+
+    Thread-safe: an adapter swap and the pricing under it never interleave with another's.
+    """
+
+    def __init__(self, base: str, *, device: str = "auto", load_in_4bit: bool = False, token: str | None = None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.base = base
+        self.device = pick_device(device)
+        self.lock = threading.RLock()
+        self._peft = None
+        self.adapter_name: str | None = None
+        quantization = None
+        if load_in_4bit:
+            if self.device.type != "cuda":
+                raise ModelLoadError("4-bit (nf4) loading needs a CUDA device; use plain weights on CPU")
+            from transformers import BitsAndBytesConfig
+
+            quantization = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False, token=token)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                base,
+                dtype=dtype,
+                quantization_config=quantization,
+                trust_remote_code=False,
+                token=token,
+                device_map={"": self.device} if quantization else None,
+                use_safetensors=True,
+            )
+        except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError... for a bad base
+            raise ModelLoadError(f"cannot load base model {base!r}: {exc}") from exc
+        if quantization is None:
+            self.model.to(self.device)
+        self.model.eval()
+        self.tokenizer.padding_side = "left"  # the last position of every row is the "$"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.number_ids = number_token_ids(self.tokenizer)
+        self.method = "numbers" if self.number_ids else "generate"
+        if not self.number_ids:
+            log.warning("%s: integers 0..999 are not single tokens; pricing by greedy generation", base)
+
+    # ---- adapters
+
+    def use_adapter(self, adapter: AdapterFiles, name: str) -> None:
+        """Make `adapter` the active one, releasing the previous adapter."""
+        from peft import PeftModel
+
+        name = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        with self.lock:
+            if name == self.adapter_name:
+                return
+            if adapter.base_model and adapter.base_model != self.base:
+                log.warning("adapter %s names base %r; applying it to %r", adapter.path, adapter.base_model, self.base)
+            self._check_fits(adapter)  # before PEFT touches the model, so a bad adapter leaves it as it was
+            try:
+                if self._peft is None:
+                    self._peft = PeftModel.from_pretrained(self.model, str(adapter.path), adapter_name=name, is_trainable=False)
+                else:
+                    self._peft.load_adapter(str(adapter.path), adapter_name=name, is_trainable=False)
+                    self._peft.set_adapter(name)
+                    self._peft.delete_adapter(self.adapter_name)
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                raise IncompatibleAdapter(f"{adapter.path}: cannot be applied to {self.base!r}: {exc}") from exc
+            self.adapter_name = name
+            self._peft.eval()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _check_fits(self, adapter: AdapterFiles) -> None:
+        """Every adapter tensor must match a module of the base, with the right shape."""
+        from safetensors import safe_open
+
+        modules = dict(self.model.named_modules())
+        with safe_open(str(adapter.path / "adapter_model.safetensors"), framework="pt") as weights:
+            for key in weights.keys():
+                shape = tuple(weights.get_slice(key).get_shape())
+                path = key.removeprefix("base_model.model.")
+                module_path, _, kind = path.rpartition(".lora_")
+                module = modules.get(module_path) if kind else None
+                fits = module is not None and (
+                    shape[1] == getattr(module, "in_features", None)
+                    if kind.startswith("A")
+                    else shape[0] == getattr(module, "out_features", None)
+                )
+                if not kind:  # a fully saved module (modules_to_save): the base must have the same parameter
+                    parameter = dict(self.model.named_parameters()).get(path)
+                    fits = parameter is not None and tuple(parameter.shape) == shape
+                if not fits:
+                    raise IncompatibleAdapter(
+                        f"{adapter.path}: tensor {key} {list(shape)} fits no module of base model {self.base!r}"
+                        " (an adapter trained on another base?)"
+                    )
+
+    # ---- pricing
+
+    @property
+    def _active(self):
+        return self._peft if self._peft is not None else self.model
+
+    def price(self, prompts: list[str], *, batch_size: int = 16, progress: bool = False, desc: str = "pricing") -> ItemPrices:
+        """Price every prompt under the active adapter (the base alone when none is loaded)."""
+        encoded = self.tokenizer(prompts)["input_ids"]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")  # similar lengths share a batch: less padding
+        argmax, mean, p_number = (np.zeros(len(prompts)) for _ in range(3))
+        with self.lock, tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
+            for start in range(0, len(prompts), batch_size):
+                rows = order[start : start + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(self.device)
+                argmax[rows], mean[rows], p_number[rows] = self._price_batch(batch)
+                bar.update(len(rows))
+        return ItemPrices(argmax=argmax, mean=mean, p_number=p_number)
+
+    @torch.inference_mode()
+    def _price_batch(self, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.number_ids:
+            return self._generate_batch(batch)
+        # positions count real tokens only, as generate() does, so left padding changes nothing
+        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = self._active(**batch, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()  # (B, V)
+        log_probs = logits.log_softmax(-1)[:, self.number_ids]  # (B, 1000): log P(next token = "k")
+        p_number = log_probs.exp().sum(-1)
+        probs = (log_probs - log_probs.logsumexp(-1, keepdim=True)).exp()  # renormalised over numbers
+        values = torch.arange(1000, device=probs.device, dtype=probs.dtype)
+        return probs.argmax(-1).cpu().numpy(), (probs @ values).cpu().numpy(), p_number.cpu().numpy()
+
+    def _generate_batch(self, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self._active.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        prices = np.array([parse_price(text) for text in texts])
+        return prices, prices, np.full(len(texts), np.nan)
+
+
+def parse_price(text: str) -> float:
+    """The first number in a completion, as the course's tester reads it (0 when there is none)."""
+    match = _NUMBER.search(text)
+    return float(match.group().replace(",", "")) if match else 0.0

@@ -1,0 +1,44 @@
+"""One settings object, read from the environment (`PRICER_*`, plus the Hub's own
+`HF_TOKEN` / `HF_ENDPOINT`); explicit arguments beat the environment.
+
+Build it with `Settings()` where it is needed (the CLI, the app factory): importing this
+module reads nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("pricer", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Where pricer keeps its state and how it reaches checkpoints."""
+
+    model_config = SettingsConfigDict(env_prefix="PRICER_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="pricer's data folder (store, tiny model, caches)")
+    db_url: str | None = Field(default=None, description="SQLAlchemy URL of the store; default: SQLite in `home`")
+    checkpoint_root: Path | None = Field(default=None, description="the only folder local runs may be read from (service)")
+    data: Path | None = Field(default=None, description="held-out data file; default: the generated catalogue")
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    batch_size: int = Field(default=16, ge=1, description="items per forward pass")
+    load_in_4bit: bool = Field(default=False, description="load base models in 4-bit nf4, as QLoRA trains (CUDA only)")
+    base_model: str | None = Field(default=None, description="base model for every adapter; default: the one each adapter names")
+    max_description_chars: int = Field(default=4000, ge=1, description="longest description /predict accepts")
+    hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "PRICER_HF_TOKEN"))
+    hf_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("HF_ENDPOINT", "PRICER_HF_ENDPOINT"))
+
+    @property
+    def store_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'pricer.db'}"
+
+    @property
+    def token(self) -> str | None:
+        return self.hf_token.get_secret_value() if self.hf_token else None

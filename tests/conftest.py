@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny real base model, real LoRA checkpoint runs, an isolated store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from evaluator.data import catalogue_split, heldout_from_frame  # noqa: E402
+from evaluator.settings import Settings  # noqa: E402
+from evaluator.tiny import make_tiny_base  # noqa: E402
+from tests.hubserver import hub_server  # noqa: E402,F401  (a fixture)
+from trainer.lora import LoraRun, train_lora  # noqa: E402
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pricer"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's pricer folder, Hub cache or token."""
+    monkeypatch.setenv("PRICER_HOME", str(tmp_path / "pricer-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for name in ("PRICER_DB_URL", "HF_TOKEN", "HF_ENDPOINT", "PRICER_BASE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "pricer-home", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_base(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def catalogue_heldout():
+    return heldout_from_frame(catalogue_split()[1].iloc[:64], name="catalogue-64")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real LoRA run on the tiny model: checkpoint-10, -20, -30."""
+    items = heldout_from_frame(catalogue_split()[0].iloc[:240], name="train")
+    return train_lora(tiny_base, items, tmp_path_factory.mktemp("runs") / "tiny-run", LoraRun(max_steps=30, save_steps=10))
