@@ -1,0 +1,95 @@
+"""`pricer` as a user runs it: JSON and table output, and bad input that fails cleanly."""
+
+import json
+
+import pytest
+
+from evaluator.cli import main
+from evaluator.data import catalogue_split
+from evaluator.settings import Settings
+from evaluator.store import Store
+from evaluator.tiny import make_tiny_base
+from tests.hubserver import HubServer
+
+RANKING_KEYS = {"revision", "commit", "step", "epoch", "n", "mae", "rmsle", "hit_rate", "intervals"}
+
+
+@pytest.fixture
+def heldout_file(tmp_path):
+    path = tmp_path / "heldout.jsonl"
+    catalogue_split()[1].iloc[:32].to_json(path, orient="records", lines=True)
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _count() -> int:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from evaluator.store import EvaluationRow
+
+    with Session(Store(Settings().store_url).engine) as session:
+        return session.scalar(select(func.count()).select_from(EvaluationRow))
+
+
+def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
+    code, out, _ = run(capsys, "evaluate", str(tiny_run), "--all", "--data", str(heldout_file), "--json")
+    assert code == 0
+    ranking = json.loads(out)
+    assert len(ranking) == 3 and all(RANKING_KEYS <= set(entry) for entry in ranking)
+    assert sorted(e["step"] for e in ranking) == [10, 20, 30] and all(e["n"] == 32 for e in ranking)
+    assert [e["mae"] for e in ranking] == sorted(e["mae"] for e in ranking)
+
+    code, out, _ = run(capsys, "best", str(tiny_run), "--json")
+    best = json.loads(out)
+    assert code == 0 and best["best"]["commit"] == ranking[0]["commit"] and best["runner_up"]["commit"] == ranking[1]["commit"]
+
+    code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["revision"] == ranking[0]["revision"] and 0 <= answer["price"] <= 999
+
+    code, out, _ = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", "--data", str(heldout_file))
+    assert code == 0 and "checkpoint-20" in out and "avg error" in out and "checkpoint-10" not in out
+    code, out, _ = run(capsys, "best", str(tiny_run), "--metric", "hit_rate")
+    assert code == 0 and "runner-up" in out
+
+
+def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, heldout_file, monkeypatch):
+    other_base = make_tiny_base(tmp_path / "other-base", hidden=64, pretrain_steps=0)
+    pickled = tmp_path / "pickled-run" / "checkpoint-5"
+    pickled.mkdir(parents=True)
+    (pickled / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (pickled / "adapter_model.bin").write_bytes(b"\x80\x04")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"title": "mixer", "price": 10}\n{"title": "drill", "price": "ten"}\n')
+    cases = [
+        (["evaluate", str(tmp_path / "no-run")], "no such run folder"),
+        (["evaluate", str(tiny_run), "--revision", "checkpoint-99"], "no checkpoint folder 'checkpoint-99'"),
+        (["evaluate", str(tiny_run), "--base", str(other_base)], "fits no module of base model"),
+        (["evaluate", str(tmp_path / "pickled-run")], "safetensors only"),
+        (["evaluate", str(tiny_run), "--data", str(broken)], "not a number in row(s) 1"),
+        (["evaluate", "not/a/repo"], "not a Hub repo id"),
+        (["best", str(tiny_run)], "nothing is evaluated yet"),
+        (["predict", str(tiny_run), "  "], "a description is empty"),
+        (["predict", str(tiny_run), "a lamp"], "nothing is evaluated yet"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(
+            capsys, *argv, *(["--data", str(heldout_file)] if argv[0] == "evaluate" and "--data" not in argv else [])
+        )
+        assert code == 2, argv
+        assert message in err, (argv, err)
+        assert "Traceback" not in err and out == ""
+    assert _count() == 0
+
+
+def test_hub_repo_errors(capsys, tmp_path, heldout_file, monkeypatch):
+    with HubServer(tmp_path / "hub") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        code, _, err = run(capsys, "evaluate", "org/missing-run", "--revision", "main", "--data", str(heldout_file))
+        assert code == 2 and "no such Hub repo" in err
