@@ -16,7 +16,18 @@ from evaluator.tiny import make_tiny_base  # noqa: E402
 from tests.hubserver import hub_server  # noqa: E402,F401  (a fixture)
 from trainer.lora import LoraRun, train_lora  # noqa: E402
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pricer"
+
+
+def _real_data() -> Path:
+    """The workplace's real items: `PRICER_REAL_DATA`, else `shared/data/pricer` beside a parent of the checkout."""
+    if os.environ.get("PRICER_REAL_DATA"):
+        return Path(os.environ["PRICER_REAL_DATA"])
+    here = Path(__file__).resolve()
+    candidates = [parent / "shared" / "data" / "pricer" for parent in here.parents] + [Path("/work/shared/data/pricer")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+REAL_DATA = _real_data()
 
 
 @pytest.fixture(autouse=True)
