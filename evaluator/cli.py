@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 import pandas as pd
@@ -50,7 +51,7 @@ def _metric_cells(m: Metrics) -> dict[str, str]:
     }
 
 
-def _ranking_table(ranked) -> str:
+def ranking_table(ranked: list) -> str:
     rows = [
         {
             "#": r.rank,
@@ -68,21 +69,20 @@ def _ranking_table(ranked) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from evaluator.data import load_heldout
+    from evaluator.ranking import rank
 
     dataset = load_heldout(args.data)  # checked before any model or network work
     evaluator = _evaluator(args)
     source = evaluator.source(args.source)
-    evaluations = evaluator.evaluate(
-        source, None if args.all or not args.revision else args.revision, dataset, progress=not args.json
-    )
-    ranked = evaluator.ranking(source.name, dataset=dataset, metric=args.metric, estimator=args.estimator)
-    asked = {e.id for e in evaluations}
-    ranked = [r for r in ranked if r.evaluation.id in asked]
+    revisions = None if args.all or not args.revision else args.revision
+    evaluations = evaluator.evaluate(source, revisions, dataset, progress=not args.json)
+    unique = list({e.id: e for e in evaluations}.values())  # "main" and its sha are one checkpoint
+    ranked = rank(unique, metric=args.metric, estimator=args.estimator)
     if args.json:
         _print_json([r.to_dict() for r in ranked])
         return
     print(f"{source.name}: {len(ranked)} checkpoint(s) on {dataset.name} ({len(dataset)} items), best first by {args.metric}")
-    print(_ranking_table(ranked))
+    print(ranking_table(ranked))
 
 
 def cmd_best(args: argparse.Namespace) -> None:
@@ -152,7 +152,10 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from evaluator.demo import run_demo
 
-    run_demo(_settings(args), steps=args.steps, save_steps=args.save_steps)
+    run_dir, ranked = run_demo(_settings(args), steps=args.steps, save_steps=args.save_steps)
+    print(ranking_table(ranked))
+    best = ranked[0].evaluation.revision
+    print(f"\nbest: {best.revision} (step {best.step}). Next:\n  pricer best {run_dir}\n  pricer predict {run_dir} \"...\"")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # keep the output to pricer's own table and progress bar
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         args.run(args)
     except PricerError as exc:

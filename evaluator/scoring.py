@@ -154,7 +154,7 @@ class PriceModel:
         """Every adapter tensor must match a module of the base, with the right shape."""
         from safetensors import safe_open
 
-        modules = dict(self.model.named_modules())
+        modules, parameters = dict(self.model.named_modules()), dict(self.model.named_parameters())
         with safe_open(str(adapter.path / "adapter_model.safetensors"), framework="pt") as weights:
             for key in weights.keys():
                 shape = tuple(weights.get_slice(key).get_shape())
@@ -167,7 +167,7 @@ class PriceModel:
                     else shape[0] == getattr(module, "out_features", None)
                 )
                 if not kind:  # a fully saved module (modules_to_save): the base must have the same parameter
-                    parameter = dict(self.model.named_parameters()).get(path)
+                    parameter = parameters.get(path)
                     fits = parameter is not None and tuple(parameter.shape) == shape
                 if not fits:
                     raise IncompatibleAdapter(

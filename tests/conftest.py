@@ -17,7 +17,6 @@ from tests.hubserver import hub_server  # noqa: E402,F401  (a fixture)
 from trainer.lora import LoraRun, train_lora  # noqa: E402
 
 
-
 def _real_data() -> Path:
     """The workplace's real items: `PRICER_REAL_DATA`, else `shared/data/pricer` beside a parent of the checkout."""
     if os.environ.get("PRICER_REAL_DATA"):

@@ -93,3 +93,14 @@ def test_hub_repo_errors(capsys, tmp_path, heldout_file, monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         code, _, err = run(capsys, "evaluate", "org/missing-run", "--revision", "main", "--data", str(heldout_file))
         assert code == 2 and "no such Hub repo" in err
+
+
+def test_demo_trains_evaluates_and_ranks(capsys, tiny_base, monkeypatch, tmp_path):
+    home = tmp_path / "pricer-home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "tiny-llama").symlink_to(tiny_base)  # the base is built (and tested) once per session
+    code, out, err = run(capsys, "demo", "--steps", "20", "--save-steps", "10")
+    assert code == 0, err
+    assert "checkpoint-10" in out and "checkpoint-20" in out and "best: checkpoint-" in out
+    code, out, _ = run(capsys, "best", str(home / "runs" / "demo-20-10"), "--json")
+    assert code == 0 and json.loads(out)["best"]["n"] == 400
