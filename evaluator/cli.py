@@ -85,6 +85,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(ranking_table(ranked))
 
 
+def cmd_revisions(args: argparse.Namespace) -> None:
+    source = _evaluator(args).source(args.source)
+    names: dict[str, list[str]] = {}
+    for name, commit in source.refs().items():
+        names.setdefault(commit, []).append(name)
+    rows = [
+        {
+            "revision": r.revision,
+            "commit": r.commit,
+            "step": r.step,
+            "epoch": r.epoch,
+            "refs": names.get(r.commit, []),
+            "message": r.message,
+        }
+        for r in source.revisions()
+    ]
+    if args.json:
+        _print_json(rows)
+        return
+    table = pd.DataFrame(rows).assign(commit=lambda f: f.commit.str[:10], refs=lambda f: f.refs.str.join(", "))
+    print(table.drop(columns="message").to_string(index=False, na_rep="-"))
+
+
 def cmd_best(args: argparse.Namespace) -> None:
     from evaluator.data import load_heldout
 
@@ -155,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_dir, ranked = run_demo(_settings(args), steps=args.steps, save_steps=args.save_steps)
     print(ranking_table(ranked))
     best = ranked[0].evaluation.revision
-    print(f"\nbest: {best.revision} (step {best.step}). Next:\n  pricer best {run_dir}\n  pricer predict {run_dir} \"...\"")
+    print(f'\nbest: {best.revision} (step {best.step}). Next:\n  pricer best {run_dir}\n  pricer predict {run_dir} "..."')
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -190,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_ranking_options(p)
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("revisions", help="list a run's checkpoints: step, epoch, commit, branches and tags")
+    p.add_argument("source")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_revisions)
 
     p = commands.add_parser("best", help="the best evaluated checkpoint and its evidence")
     p.add_argument("source")

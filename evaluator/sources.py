@@ -67,6 +67,10 @@ class CheckpointSource(Protocol):
         """The checkpoint that `revision` names now."""
         ...
 
+    def refs(self) -> dict[str, str]:
+        """Branch and tag names, each with the commit it points to."""
+        ...
+
     def fetch(self, revision: Revision) -> Checkpoint:
         """Download (if needed) and check the adapter of `revision`."""
         ...
@@ -115,6 +119,9 @@ class LocalRun:
         found = Revision(self.name, revision, content_hash(adapter.path), step=int(match.group(1)) if match else None)
         return _with_trainer_state(found, folder)
 
+    def refs(self) -> dict[str, str]:
+        return {}  # a run folder has no branches or tags
+
     def fetch(self, revision: Revision) -> Checkpoint:
         folder = self.path / revision.revision
         adapter = read_adapter(folder, where=f"{self.name}/{revision.revision}")
@@ -155,6 +162,11 @@ class HubRepo:
                 raise RevisionNotFound(f"{self.name}: cannot resolve revision {revision!r}")
             head = self._api.list_repo_commits(self.name, revision=sha)[0]
         return self._revision(revision, sha, head.message or head.title)
+
+    def refs(self) -> dict[str, str]:
+        with self._hub_errors():
+            refs = self._api.list_repo_refs(self.name)
+        return {ref.name: ref.target_commit for ref in [*refs.branches, *refs.tags]}
 
     def fetch(self, revision: Revision) -> Checkpoint:
         from huggingface_hub import snapshot_download

@@ -97,3 +97,15 @@ def test_hf_token_is_sent(hub_server, pushed, tmp_path):
     evaluator = Evaluator(Settings(home=tmp_path, hf_endpoint=hub_server.endpoint, hf_token="hf_secret_for_tests"))
     evaluator.source(REPO).resolve("main")
     assert "Bearer hf_secret_for_tests" in hub_server.authorization_headers
+
+
+def test_pricer_revisions_lists_commits_with_branches_and_tags(pushed, hub_server, monkeypatch, capsys):
+    from evaluator.cli import main
+
+    _, shas = pushed
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.endpoint)
+    assert main(["revisions", REPO, "--json"]) == 0
+    rows = {row["commit"]: row for row in json.loads(capsys.readouterr().out)}
+    assert [rows[sha]["step"] for sha in shas] == [10, 20, 30]
+    assert "v-step-20" in rows[shas[1]]["refs"]
+    assert main(["revisions", REPO]) == 0 and "v-step-20" in capsys.readouterr().out
