@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
 from evaluator.metrics import Metrics, score
@@ -167,7 +168,28 @@ class Store:
         prices: ItemPrices,
         seconds: float,
     ) -> Evaluation:
-        """Write one finished evaluation and all its predictions atomically; return it as stored."""
+        """Write one finished evaluation and all its predictions atomically; return it as stored.
+
+        When another process stored the same evaluation meanwhile, its result is kept and returned.
+        """
+        try:
+            evaluation_id = self._insert(key, revision, adapter_base, dataset_name, truth, prices, seconds)
+        except IntegrityError:
+            if (stored := self.find(key)) is None:
+                raise
+            return stored
+        return self.get(evaluation_id)
+
+    def _insert(
+        self,
+        key: EvaluationKey,
+        revision: Revision,
+        adapter_base: str | None,
+        dataset_name: str,
+        truth: np.ndarray,
+        prices: ItemPrices,
+        seconds: float,
+    ) -> int:
         with Session(self.engine) as session, session.begin():
             ckpt = session.scalar(select(CheckpointRow).filter_by(source=key.source, commit=key.commit))
             if ckpt is None:
@@ -189,8 +211,7 @@ class Store:
             ]
             session.add(row)
             session.flush()
-            evaluation_id = row.id
-        return self.get(evaluation_id)
+            return row.id
 
     def get(self, evaluation_id: int) -> Evaluation:
         with Session(self.engine) as session:

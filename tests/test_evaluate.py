@@ -89,3 +89,13 @@ def test_rank_by_each_metric_and_ties_go_to_the_earlier_checkpoint():
     assert [r.evaluation.revision.step for r in rank([close_on_dear, tie])] == [10, 20]
     with pytest.raises(ValueError, match="unknown metric"):
         rank([tie], metric="accuracy")
+
+
+def test_saving_the_same_evaluation_twice_keeps_the_first(settings, tiny_run, catalogue_heldout):
+    evaluator = Evaluator(settings)
+    first = evaluator.evaluate(evaluator.source(str(tiny_run)), ["checkpoint-10"], catalogue_heldout)[0]
+    key = evaluator._key(evaluator.source(str(tiny_run)), first.revision, first.base_model, catalogue_heldout)
+    again = evaluator.store.save(
+        key, first.revision, adapter_base=first.base_model, dataset_name="x", truth=first.truth, prices=first.prices, seconds=0.0
+    )
+    assert again.id == first.id and _counts(evaluator)[1] == 1
