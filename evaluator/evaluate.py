@@ -66,11 +66,11 @@ class Evaluator:
         self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet, *, progress: bool = False
     ) -> Evaluation:
         """Price `dataset` under one checkpoint and store every prediction (or return the stored result)."""
-        base = self.settings.base_model or self.store.adapter_base(source.name, revision.commit)
+        base = self._base(self.store.adapter_base(source.name, revision.commit))
         if base and (stored := self.store.find(self._key(source, revision, base, dataset))):
             return stored
         checkpoint = source.fetch(revision)
-        base = self.settings.base_model or checkpoint.adapter.base_model
+        base = self._base(checkpoint.adapter.base_model)
         if not base:
             raise InvalidAdapter(f"{source.name}@{revision.revision}: the adapter names no base model; give one with --base")
         key = self._key(source, checkpoint.revision, base, dataset)
@@ -90,6 +90,13 @@ class Evaluator:
             prices=prices,
             seconds=time.perf_counter() - started,
         )
+
+    def _base(self, adapter_base: str | None) -> str | None:
+        """The base to apply an adapter to; a local folder by its absolute path, so one base has one id."""
+        base = self.settings.base_model or adapter_base
+        if base and Path(base).expanduser().is_dir():
+            return str(Path(base).expanduser().resolve())
+        return base
 
     def _key(self, source: CheckpointSource, revision: Revision, base: str, dataset: HeldOutSet) -> EvaluationKey:
         return EvaluationKey(source.name, revision.commit, base, dataset.fingerprint, self.config.key())

@@ -173,45 +173,33 @@ class Store:
         When another process stored the same evaluation meanwhile, its result is kept and returned.
         """
         try:
-            evaluation_id = self._insert(key, revision, adapter_base, dataset_name, truth, prices, seconds)
+            with Session(self.engine) as session, session.begin():
+                ckpt = session.scalar(select(CheckpointRow).filter_by(source=key.source, commit=key.commit))
+                if ckpt is None:
+                    ckpt = CheckpointRow(source=key.source, revision=revision.revision, commit=key.commit, message=revision.message)
+                    session.add(ckpt)
+                ckpt.step, ckpt.epoch, ckpt.adapter_base = revision.step, revision.epoch, adapter_base
+                row = EvaluationRow(
+                    checkpoint=ckpt,
+                    base_model=key.base_model,
+                    dataset_name=dataset_name,
+                    dataset_fingerprint=key.dataset_fingerprint,
+                    config_key=key.config_key,
+                    n=int(truth.size),
+                    seconds=seconds,
+                )
+                row.predictions = [
+                    PredictionRow(item=i, truth=float(t), argmax=float(a), mean=float(m), p_number=None if np.isnan(p) else float(p))
+                    for i, (t, a, m, p) in enumerate(zip(truth, prices.argmax, prices.mean, prices.p_number, strict=True))
+                ]
+                session.add(row)
+                session.flush()
+                evaluation_id = row.id
         except IntegrityError:
             if (stored := self.find(key)) is None:
                 raise
             return stored
         return self.get(evaluation_id)
-
-    def _insert(
-        self,
-        key: EvaluationKey,
-        revision: Revision,
-        adapter_base: str | None,
-        dataset_name: str,
-        truth: np.ndarray,
-        prices: ItemPrices,
-        seconds: float,
-    ) -> int:
-        with Session(self.engine) as session, session.begin():
-            ckpt = session.scalar(select(CheckpointRow).filter_by(source=key.source, commit=key.commit))
-            if ckpt is None:
-                ckpt = CheckpointRow(source=key.source, revision=revision.revision, commit=key.commit, message=revision.message)
-                session.add(ckpt)
-            ckpt.step, ckpt.epoch, ckpt.adapter_base = revision.step, revision.epoch, adapter_base
-            row = EvaluationRow(
-                checkpoint=ckpt,
-                base_model=key.base_model,
-                dataset_name=dataset_name,
-                dataset_fingerprint=key.dataset_fingerprint,
-                config_key=key.config_key,
-                n=int(truth.size),
-                seconds=seconds,
-            )
-            row.predictions = [
-                PredictionRow(item=i, truth=float(t), argmax=float(a), mean=float(m), p_number=None if np.isnan(p) else float(p))
-                for i, (t, a, m, p) in enumerate(zip(truth, prices.argmax, prices.mean, prices.p_number, strict=True))
-            ]
-            session.add(row)
-            session.flush()
-            return row.id
 
     def get(self, evaluation_id: int) -> Evaluation:
         with Session(self.engine) as session:
