@@ -25,13 +25,13 @@ from evaluator.tiny import make_tiny_base
 from trainer.lora import LoraRun, train_lora
 
 
-def course_loop(model: PriceModel, prompts: list[str]) -> np.ndarray:
+def course_loop(model: PriceModel, adapter: str, prompts: list[str]) -> np.ndarray:
     """The course's tester: one item at a time, greedy generation of 3 tokens, parse the first number."""
     tokenizer, prices = model.tokenizer, []
-    with torch.inference_mode():
+    with torch.inference_mode(), model.lock, model.using(adapter) as active:
         for prompt in prompts:
             inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
-            out = model._active.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = active.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             prices.append(parse_price(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)))
     return np.array(prices)
 
@@ -50,14 +50,14 @@ def main() -> None:
         train_lora(base, heldout_from_frame(catalogue_split()[0], name="train"), run, LoraRun(max_steps=200, save_steps=200))
     prompts = load_heldout().prompts[: args.items]
     model = PriceModel(str(base), device="cpu")
-    model.use_adapter(read_adapter(run / "checkpoint-200"), "bench")
+    adapter = model.load_adapter(read_adapter(run / "checkpoint-200"), "bench")
 
-    model.price(prompts[:8])  # warm-up
+    model.price(prompts[:8], adapter=adapter)  # warm-up
     started = time.perf_counter()
-    one_pass = model.price(prompts, batch_size=args.batch_size)
+    one_pass = model.price(prompts, adapter=adapter, batch_size=args.batch_size)
     one_pass_s = time.perf_counter() - started
     started = time.perf_counter()
-    greedy = course_loop(model, prompts)
+    greedy = course_loop(model, adapter, prompts)
     loop_s = time.perf_counter() - started
 
     agree = float(np.mean(one_pass.argmax == greedy))

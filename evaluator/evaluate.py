@@ -78,9 +78,13 @@ class Evaluator:
             return stored
         model = self.model(base)
         started = time.perf_counter()
-        with model.lock:  # the swap and the pricing under it form one unit
-            model.use_adapter(checkpoint.adapter, name=revision.commit[:16])
-            prices = model.price(dataset.prompts, batch_size=self.settings.batch_size, progress=progress, desc=revision.revision)
+        name = model.load_adapter(checkpoint.adapter, name=f"eval_{revision.commit[:16]}")
+        try:
+            prices = model.price(
+                dataset.prompts, adapter=name, batch_size=self.settings.batch_size, progress=progress, desc=revision.revision
+            )
+        finally:
+            model.release_adapter(name)
         return self.store.save(
             key,
             checkpoint.revision,
@@ -123,7 +127,9 @@ class Evaluator:
         best = self.ranking(source.name, metric=metric, estimator=estimator)[0].evaluation
         checkpoint = source.fetch(best.revision)
         model = self.model(best.base_model)
-        with model.lock:
-            model.use_adapter(checkpoint.adapter, name=best.revision.commit[:16])
-            prices = model.price([build_prompt(d) for d in descriptions], batch_size=self.settings.batch_size)
+        name = model.load_adapter(checkpoint.adapter, name=f"eval_{best.revision.commit[:16]}")
+        try:
+            prices = model.price([build_prompt(d) for d in descriptions], adapter=name, batch_size=self.settings.batch_size)
+        finally:
+            model.release_adapter(name)
         return Prediction(prices=[float(p) for p in prices.guesses(estimator)], revision=best.revision)

@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,9 +75,9 @@ def number_token_ids(tokenizer) -> list[int] | None:
 
 
 class PriceModel:
-    """A base causal LM, loaded once, that prices prompts under one active LoRA adapter at a time.
+    """A base causal LM, loaded once, that prices prompts under named LoRA adapters loaded beside it.
 
-    Thread-safe: an adapter swap and the pricing under it never interleave with another's.
+    Thread-safe: each batch runs with one adapter active, under `lock`.
     """
 
     def __init__(self, base: str, *, device: str = "auto", load_in_4bit: bool = False, token: str | None = None) -> None:
@@ -84,8 +86,7 @@ class PriceModel:
         self.base = base
         self.device = pick_device(device)
         self.lock = threading.RLock()
-        self._peft = None
-        self.adapter_name: str | None = None
+        self._peft = None  # the PeftModel around `model`, once an adapter is loaded
         quantization = None
         if load_in_4bit:
             if self.device.type != "cuda":
@@ -125,14 +126,19 @@ class PriceModel:
 
     # ---- adapters
 
-    def use_adapter(self, adapter: AdapterFiles, name: str) -> None:
-        """Make `adapter` the active one, releasing the previous adapter."""
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the adapters loaded now."""
+        return list(self._peft.peft_config) if self._peft is not None else []
+
+    def load_adapter(self, adapter: AdapterFiles, name: str) -> str:
+        """Load `adapter` beside any others under `name` (a no-op when loaded); return the name to price with."""
         from peft import PeftModel
 
         name = re.sub(r"[^A-Za-z0-9_]", "_", name)
         with self.lock:
-            if name == self.adapter_name:
-                return
+            if name in self.adapters:
+                return name
             if adapter.base_model and adapter.base_model != self.base:
                 log.warning("adapter %s names base %r; applying it to %r", adapter.path, adapter.base_model, self.base)
             self._check_fits(adapter)  # before PEFT touches the model, so a bad adapter leaves it as it was
@@ -141,12 +147,23 @@ class PriceModel:
                     self._peft = PeftModel.from_pretrained(self.model, str(adapter.path), adapter_name=name, is_trainable=False)
                 else:
                     self._peft.load_adapter(str(adapter.path), adapter_name=name, is_trainable=False)
-                    self._peft.set_adapter(name)
-                    self._peft.delete_adapter(self.adapter_name)
             except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                self.release_adapter(name)  # whatever PEFT loaded half-way
                 raise IncompatibleAdapter(f"{adapter.path}: cannot be applied to {self.base!r}: {exc}") from exc
-            self.adapter_name = name
             self._peft.eval()
+            return name
+
+    def release_adapter(self, name: str) -> None:
+        """Unload an adapter, so memory does not grow with the number of checkpoints seen."""
+        with self.lock:
+            others = [a for a in self.adapters if a != name]
+            if len(others) == len(self.adapters):
+                return
+            if not others:  # PEFT cannot hold zero adapters: take its layers out again
+                self.model, self._peft = self._peft.unload(), None
+            else:
+                self._peft.set_adapter(others[0])  # never delete the active one
+                self._peft.delete_adapter(name)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -177,38 +194,57 @@ class PriceModel:
 
     # ---- pricing
 
-    @property
-    def _active(self):
-        return self._peft if self._peft is not None else self.model
+    def price(
+        self, prompts: list[str], *, adapter: str | None = None, batch_size: int = 16, progress: bool = False, desc: str = "pricing"
+    ) -> ItemPrices:
+        """Price every prompt under the loaded adapter `adapter` (None: the base model alone).
 
-    def price(self, prompts: list[str], *, batch_size: int = 16, progress: bool = False, desc: str = "pricing") -> ItemPrices:
-        """Price every prompt under the active adapter (the base alone when none is loaded)."""
+        The lock is taken per batch, so other callers' batches interleave; hold `lock` around the
+        call to price a request in one piece.
+        """
         encoded = self.tokenizer(prompts)["input_ids"]
         order = np.argsort([len(ids) for ids in encoded], kind="stable")  # similar lengths share a batch: less padding
         argmax, mean, p_number = (np.zeros(len(prompts)) for _ in range(3))
-        with self.lock, tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
+        with tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
             for start in range(0, len(prompts), batch_size):
                 rows = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(self.device)
-                argmax[rows], mean[rows], p_number[rows] = self._price_batch(batch)
+                with self.lock, self.using(adapter) as model:
+                    argmax[rows], mean[rows], p_number[rows] = self._price_batch(model, batch)
                 bar.update(len(rows))
         return ItemPrices(argmax=argmax, mean=mean, p_number=p_number)
 
+    @contextmanager
+    def using(self, name: str | None) -> Iterator[torch.nn.Module]:
+        """The model to call with adapter `name` active (None: the base alone); hold `lock` while using it."""
+        if self._peft is None:
+            if name is not None:
+                raise KeyError(f"adapter {name!r} is not loaded")
+            yield self.model
+        elif name is None:
+            with self._peft.disable_adapter():
+                yield self._peft
+        else:
+            if name not in self.adapters:
+                raise KeyError(f"adapter {name!r} is not loaded")
+            self._peft.set_adapter(name)
+            yield self._peft
+
     @torch.inference_mode()
-    def _price_batch(self, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _price_batch(self, model: torch.nn.Module, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self.number_ids:
-            return self._generate_batch(batch)
+            return self._generate_batch(model, batch)
         # positions count real tokens only, as generate() does, so left padding changes nothing
         positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self._active(**batch, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()  # (B, V)
+        logits = model(**batch, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()  # (B, V)
         log_probs = logits.log_softmax(-1)[:, self.number_ids]  # (B, 1000): log P(next token = "k")
         p_number = log_probs.exp().sum(-1)
         probs = (log_probs - log_probs.logsumexp(-1, keepdim=True)).exp()  # renormalised over numbers
         values = torch.arange(1000, device=probs.device, dtype=probs.dtype)
         return probs.argmax(-1).cpu().numpy(), (probs @ values).cpu().numpy(), p_number.cpu().numpy()
 
-    def _generate_batch(self, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self._active.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+    def _generate_batch(self, model: torch.nn.Module, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         prices = np.array([parse_price(text) for text in texts])
         return prices, prices, np.full(len(texts), np.nan)
