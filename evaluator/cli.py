@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from evaluator.errors import PricerError
+from evaluator.errors import InvalidRepoId, PricerError
 from evaluator.metrics import METRICS, Metrics
 
 log = logging.getLogger("pricer")
@@ -26,6 +26,11 @@ def _settings(args: argparse.Namespace):
         "batch_size": getattr(args, "batch_size", None),
         "base_model": getattr(args, "base", None),
         "load_in_4bit": getattr(args, "load_in_4bit", None) or None,
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "checkpoint_root": getattr(args, "checkpoint_root", None),
+        "data": getattr(args, "serve_data", None),
+        "repo": getattr(args, "repo", None),
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -172,6 +177,17 @@ def cmd_score(args: argparse.Namespace) -> None:
         print(f"  {name:<10} {cell}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings(args)
+    if settings.checkpoint_root is not None and not settings.checkpoint_root.is_dir():
+        raise InvalidRepoId(f"checkpoint root {settings.checkpoint_root} is not a folder")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if args.verbose else "warning")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from evaluator.demo import run_demo
 
@@ -239,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-field", default="price", help="the field holding true prices (default: price)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_score)
+
+    p = commands.add_parser("serve", help="run the HTTP service: evaluation jobs, best checkpoint, predictions")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, or PRICER_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8000, or PRICER_PORT)")
+    p.add_argument("--checkpoint-root", help="folder whose run folders are served as local/<name> (or PRICER_CHECKPOINT_ROOT)")
+    p.add_argument("--data", dest="serve_data", help="held-out data file (default: the generated catalogue, or PRICER_DATA)")
+    p.add_argument("--repo", help="the repo whose best adapter /predict serves (default: the latest evaluated)")
+    _add_model_options(p)
+    p.set_defaults(run=cmd_serve)
 
     p = commands.add_parser("demo", help="the whole loop on the embedded default: tiny model, training, evaluation")
     p.add_argument("--db")

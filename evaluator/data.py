@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluator.errors import InvalidDataset
+from evaluator.errors import InvalidDataset, InvalidPredictionInput
 
 QUESTION = "How much does this cost to the nearest dollar?"
 PRICE_PREFIX = "Price is $"
@@ -29,6 +29,23 @@ _ANSWER = re.compile(r"(Price is \$)\s*\d[\d,]*(?:\.\d*)?\s*$")  # a training te
 def build_prompt(description: str) -> str:
     """The course's test prompt for one product description."""
     return f"{QUESTION}\n\n{description.strip()}\n\n{PRICE_PREFIX}"
+
+
+MAX_DESCRIPTIONS = 64  # per prediction request
+
+
+def prompts_for(descriptions: list[str], *, max_chars: int) -> list[str]:
+    """Prompts for descriptions to price, refusing none, too many, empty or too long ones."""
+    if not descriptions:
+        raise InvalidPredictionInput("no description to price")
+    if len(descriptions) > MAX_DESCRIPTIONS:
+        raise InvalidPredictionInput(f"{len(descriptions)} descriptions; at most {MAX_DESCRIPTIONS} per request")
+    for description in descriptions:
+        if not description.strip():
+            raise InvalidPredictionInput("a description is empty")
+        if len(description) > max_chars:
+            raise InvalidPredictionInput(f"a description has {len(description)} characters; the limit is {max_chars}")
+    return [build_prompt(d) for d in descriptions]
 
 
 def training_text(prompt: str, price: float) -> str:

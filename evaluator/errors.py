@@ -66,3 +66,18 @@ class NotEvaluated(PricerError, LookupError):
 
 class InvalidPredictionInput(PricerError, ValueError):
     """A description to price is empty or too long."""
+
+
+class DatasetNotFound(PricerError, LookupError):
+    """No held-out set of that name is configured."""
+
+
+# SERVICE ERRORS
+
+
+class JobNotFound(PricerError, LookupError):
+    """No evaluation job has that id."""
+
+
+class ModelNotReady(PricerError, RuntimeError):
+    """No adapter can answer yet: nothing is evaluated, or the model is still loading."""

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluator.data import HeldOutSet, build_prompt
-from evaluator.errors import InvalidAdapter, InvalidPredictionInput, NotEvaluated
+from evaluator.data import HeldOutSet, prompts_for
+from evaluator.errors import InvalidAdapter, NotEvaluated
 from evaluator.ranking import Ranked, latest_group, rank
 from evaluator.scoring import PriceModel, ScoringConfig
 from evaluator.settings import Settings
@@ -66,14 +66,14 @@ class Evaluator:
         self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet, *, progress: bool = False
     ) -> Evaluation:
         """Price `dataset` under one checkpoint and store every prediction (or return the stored result)."""
-        base = self._base(self.store.adapter_base(source.name, revision.commit))
-        if base and (stored := self.store.find(self._key(source, revision, base, dataset))):
+        base = self.base_for(source, revision)
+        if base and (stored := self.store.find(self.key(source, revision, base, dataset))):
             return stored
         checkpoint = source.fetch(revision)
         base = self._base(checkpoint.adapter.base_model)
         if not base:
             raise InvalidAdapter(f"{source.name}@{revision.revision}: the adapter names no base model; give one with --base")
-        key = self._key(source, checkpoint.revision, base, dataset)
+        key = self.key(source, checkpoint.revision, base, dataset)
         if stored := self.store.find(key):
             return stored
         model = self.model(base)
@@ -102,7 +102,11 @@ class Evaluator:
             return str(Path(base).expanduser().resolve())
         return base
 
-    def _key(self, source: CheckpointSource, revision: Revision, base: str, dataset: HeldOutSet) -> EvaluationKey:
+    def base_for(self, source: CheckpointSource, revision: Revision) -> str | None:
+        """The base a checkpoint is evaluated on, when known without fetching it (a stored checkpoint or --base)."""
+        return self._base(self.store.adapter_base(source.name, revision.commit))
+
+    def key(self, source: CheckpointSource, revision: Revision, base: str, dataset: HeldOutSet) -> EvaluationKey:
         return EvaluationKey(source.name, revision.commit, base, dataset.fingerprint, self.config.key())
 
     def ranking(
@@ -118,18 +122,13 @@ class Evaluator:
         self, source: CheckpointSource, descriptions: list[str], *, metric: str = "mae", estimator: str = "argmax"
     ) -> Prediction:
         """Price descriptions with the best evaluated checkpoint of `source`."""
-        limit = self.settings.max_description_chars
-        for description in descriptions:
-            if not description.strip():
-                raise InvalidPredictionInput("a description is empty")
-            if len(description) > limit:
-                raise InvalidPredictionInput(f"a description has {len(description)} characters; the limit is {limit}")
+        prompts = prompts_for(descriptions, max_chars=self.settings.max_description_chars)
         best = self.ranking(source.name, metric=metric, estimator=estimator)[0].evaluation
         checkpoint = source.fetch(best.revision)
         model = self.model(best.base_model)
         name = model.load_adapter(checkpoint.adapter, name=f"eval_{best.revision.commit[:16]}")
         try:
-            prices = model.price([build_prompt(d) for d in descriptions], adapter=name, batch_size=self.settings.batch_size)
+            prices = model.price(prompts, adapter=name, batch_size=self.settings.batch_size)
         finally:
             model.release_adapter(name)
         return Prediction(prices=[float(p) for p in prices.guesses(estimator)], revision=best.revision)

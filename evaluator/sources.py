@@ -67,6 +67,10 @@ class CheckpointSource(Protocol):
         """The checkpoint that `revision` names now."""
         ...
 
+    def latest(self) -> Revision:
+        """The newest checkpoint: the last `checkpoint-N`, or the head of `main`."""
+        ...
+
     def refs(self) -> dict[str, str]:
         """Branch and tag names, each with the commit it points to."""
         ...
@@ -119,6 +123,9 @@ class LocalRun:
         found = Revision(self.name, revision, content_hash(adapter.path), step=int(match.group(1)) if match else None)
         return _with_trainer_state(found, folder)
 
+    def latest(self) -> Revision:
+        return self.revisions()[-1]
+
     def refs(self) -> dict[str, str]:
         return {}  # a run folder has no branches or tags
 
@@ -162,6 +169,9 @@ class HubRepo:
                 raise RevisionNotFound(f"{self.name}: cannot resolve revision {revision!r}")
             head = self._api.list_repo_commits(self.name, revision=sha)[0]
         return self._revision(revision, sha, head.message or head.title)
+
+    def latest(self) -> Revision:
+        return self.resolve("main")
 
     def refs(self) -> dict[str, str]:
         with self._hub_errors():

@@ -22,7 +22,7 @@ from evaluator.scoring import ItemPrices
 from evaluator.sources import Revision
 
 
-def _now() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -42,7 +42,7 @@ class CheckpointRow(Base):
     epoch: Mapped[float | None] = mapped_column(Float)
     message: Mapped[str | None] = mapped_column(Text)
     adapter_base: Mapped[str | None] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class EvaluationRow(Base):
@@ -57,7 +57,7 @@ class EvaluationRow(Base):
     config_key: Mapped[str] = mapped_column(String(256))
     n: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     checkpoint: Mapped[CheckpointRow] = relationship(lazy="joined")
     predictions: Mapped[list[PredictionRow]] = relationship(order_by="PredictionRow.item", cascade="all, delete-orphan")

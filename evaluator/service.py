@@ -1,0 +1,253 @@
+"""The pricer service: evaluation jobs run off the request path, and predictions from the best adapter.
+
+`PricerService` is what the HTTP app calls (and `pricer demo`, and the tests): it queues
+evaluations in the store, runs them one at a time on a worker thread that shares the
+loaded model with predictions, and serves each repo's best checkpoint, swapping the served
+adapter atomically when a better one is evaluated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluator.data import HeldOutSet, load_heldout, prompts_for
+from evaluator.errors import DatasetNotFound, InvalidRepoId, ModelNotReady, NotEvaluated, PricerError
+from evaluator.evaluate import Evaluator
+from evaluator.jobs import DONE, QUEUED, RUNNING, Job, JobQueue
+from evaluator.ranking import Ranked
+from evaluator.scoring import PriceModel
+from evaluator.settings import Settings
+from evaluator.sources import CheckpointSource, Revision
+from evaluator.store import Evaluation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job and, once it is done, its evaluation."""
+
+    job: Job
+    evaluation: Evaluation | None
+
+
+@dataclass(frozen=True)
+class Served:
+    """The adapter that answers predictions for a repo: the repo's best evaluated checkpoint."""
+
+    repo: str
+    evaluation: Evaluation
+    model: PriceModel
+    adapter: str
+
+    @property
+    def revision(self) -> Revision:
+        return self.evaluation.revision
+
+
+@dataclass(frozen=True)
+class ServedPrediction:
+    prices: list[float]
+    repo: str
+    revision: Revision
+
+
+class PricerService:
+    """Queue evaluations, run them on one worker thread, rank, and predict with each repo's best adapter."""
+
+    def __init__(self, settings: Settings | None = None, *, evaluator: Evaluator | None = None) -> None:
+        self.settings = settings or Settings()
+        self.evaluator = evaluator or Evaluator(self.settings)
+        self.queue = JobQueue(self.evaluator.store)
+        default = load_heldout(self.settings.data)  # a broken data file stops the service before it starts
+        self.default_dataset = default.name
+        self.datasets: dict[str, HeldOutSet] = {default.name: default}
+        self._served: dict[str, Served] = {}
+        self._served_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.running: Job | None = None
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        """Requeue jobs a previous process left running, then start the worker."""
+        if (requeued := self.queue.recover()) > 0:
+            log.info("requeued %d job(s) interrupted by a restart", requeued)
+        self._stopping.clear()
+        self._worker = threading.Thread(target=self._work, name="pricer-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the running job (a job cut off by the process ending is requeued on the next start)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no job is queued or running (for the demo and tests). Returns False on timeout."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.queue.counts()[QUEUED] or self.queue.counts()[RUNNING]:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    # ---- evaluation jobs
+
+    def source(self, repo: str) -> CheckpointSource:
+        """The source a repo names: a Hub id, or `local/<name>` under the checkpoint root (never another path)."""
+        if repo.startswith("local/") and self.settings.checkpoint_root is None:
+            raise InvalidRepoId(f"{repo!r}: local runs are not served (no checkpoint root is configured)")
+        if not repo.startswith("local/") and (repo.startswith((".", "/", "~")) or repo.count("/") != 1):
+            raise InvalidRepoId(f"{repo!r} is neither a Hub repo id 'namespace/name' nor 'local/<run folder>'")
+        root = self.settings.checkpoint_root or Path("/nonexistent")
+        return self.evaluator.source(repo, root=root)
+
+    def dataset(self, name: str | None) -> HeldOutSet:
+        name = name or self.default_dataset
+        if name not in self.datasets:
+            raise DatasetNotFound(f"no dataset {name!r}; this service has {', '.join(self.datasets)}")
+        return self.datasets[name]
+
+    def submit(self, repo: str, revision: str | None = None, dataset: str | None = None) -> tuple[JobResult, bool]:
+        """Ask for one evaluation. Returns (the job, whether it is new work); a checkpoint already
+        evaluated (or queued) with the same base, data and config gives that job instead."""
+        source, data = self.source(repo), self.dataset(dataset)
+        resolved = source.resolve(revision) if revision else source.latest()
+        base = self.evaluator.base_for(source, resolved)
+        if base and (stored := self.evaluator.store.find(self.evaluator.key(source, resolved, base, data))):
+            job, _ = self.queue.add(repo, stored.revision, **self._job_data(data), evaluation_id=stored.id)
+            return JobResult(job, stored), False
+        job, created = self.queue.add(repo, resolved, **self._job_data(data))
+        if created:
+            log.info("queued job %d: %s@%s on %s", job.id, repo, resolved.revision, data.name)
+            self._wake.set()
+        return JobResult(job, None), created
+
+    def job(self, job_id: int) -> JobResult:
+        return self._result(self.queue.get(job_id))
+
+    def jobs(self, repo: str) -> list[JobResult]:
+        """Every job of a repo, oldest first."""
+        return [self._result(job) for job in self.queue.jobs(repo=repo)]
+
+    def _result(self, job: Job) -> JobResult:
+        evaluation = self.evaluator.store.get(job.evaluation_id) if job.evaluation_id is not None else None
+        return JobResult(job, evaluation)
+
+    def ranking(self, repo: str, *, metric: str = "mae", estimator: str = "argmax") -> list[Ranked]:
+        """The repo's evaluated checkpoints on the default data, best first."""
+        return self.evaluator.ranking(self.source(repo).name, dataset=self.dataset(None), metric=metric, estimator=estimator)
+
+    def served_repo(self, repo: str | None = None) -> str:
+        """The repo asked for, else the one this service serves (`PRICER_REPO`, or the latest evaluated)."""
+        if repo:
+            return repo
+        if self.settings.repo:
+            return self.settings.repo
+        if repos := self.queue.repos():
+            return repos[0]
+        raise NotEvaluated("nothing is evaluated yet: POST /evaluate a checkpoint first")
+
+    def _job_data(self, data: HeldOutSet) -> dict[str, str]:
+        return {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "config_key": self.evaluator.config.key()}
+
+    # ---- the worker
+
+    def _work(self) -> None:
+        self._restore_served()
+        while not self._stopping.is_set():
+            job = self.queue.claim()
+            if job is None:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        self.running = job
+        try:
+            source, data = self.source(job.repo), self.dataset(job.dataset)
+            if data.fingerprint != job.dataset_fingerprint:
+                raise DatasetNotFound(f"dataset {job.dataset!r} changed since the job was queued")
+            evaluation = self.evaluator.evaluate_revision(source, job.revision, data)
+            self.queue.finish(job.id, evaluation.id, evaluation.revision)
+            log.info("job %d done: %s@%s", job.id, job.repo, job.revision.revision)
+            self._refresh_served(job.repo)
+        except PricerError as exc:
+            log.warning("job %d failed: %s", job.id, exc)
+            self.queue.fail(job.id, str(exc))
+        except Exception as exc:  # a bug or a broken device must not kill the worker
+            log.exception("job %d failed unexpectedly", job.id)
+            self.queue.fail(job.id, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.running = None
+
+    # ---- serving
+
+    def _restore_served(self) -> None:
+        for repo in self.queue.repos():
+            try:
+                self._refresh_served(repo)
+            except Exception:  # one repo's missing files must not stop the others from being served
+                log.exception("cannot serve %s", repo)
+
+    def _refresh_served(self, repo: str) -> None:
+        """Serve the repo's best checkpoint, swapping adapters atomically when it changed."""
+        best = self.ranking(repo)[0].evaluation
+        current = self._served.get(repo)
+        if current is not None and current.evaluation.id == best.id:
+            return
+        checkpoint = self.source(repo).fetch(best.revision)
+        model = self.evaluator.model(best.base_model)
+        adapter = model.load_adapter(checkpoint.adapter, name=f"served_{best.revision.commit[:16]}")
+        with model.lock:  # no prediction runs between the swap and the release of the old adapter
+            with self._served_lock:
+                self._served[repo] = Served(repo, best, model, adapter)
+            if current is not None and current.adapter != adapter:
+                still_used = any(s.model is current.model and s.adapter == current.adapter for s in self._served.values())
+                if not still_used:
+                    current.model.release_adapter(current.adapter)
+        log.info("serving %s@%s for %s", best.revision.revision, best.revision.commit[:10], repo)
+
+    def served(self, repo: str | None = None) -> Served | None:
+        try:
+            name = self.served_repo(repo)
+        except NotEvaluated:
+            return None
+        with self._served_lock:
+            return self._served.get(name)
+
+    def predict(self, descriptions: list[str], *, repo: str | None = None, estimator: str = "argmax") -> ServedPrediction:
+        """Price descriptions with the served adapter; every answer comes wholly from one checkpoint."""
+        prompts = prompts_for(descriptions, max_chars=self.settings.max_description_chars)
+        try:
+            name = self.served_repo(repo)
+        except NotEvaluated as exc:
+            raise ModelNotReady(f"{exc}; until then no adapter can answer") from exc
+        while True:
+            model = self._model_of(name)
+            with model.lock:  # the served adapter cannot change while this request is priced
+                with self._served_lock:
+                    served = self._served[name]
+                if served.model is model:  # else a new best on another base was swapped in meanwhile: take that
+                    prices = model.price(prompts, adapter=served.adapter, batch_size=len(prompts))
+                    break
+        return ServedPrediction([float(p) for p in prices.guesses(estimator)], served.repo, served.revision)
+
+    def _model_of(self, repo: str) -> PriceModel:
+        with self._served_lock:
+            served = self._served.get(repo)
+        if served is None:
+            if self.queue.jobs(repo=repo, status=DONE):
+                raise ModelNotReady(f"{repo}: the best adapter is still loading; try again shortly")
+            raise ModelNotReady(f"{repo}: nothing is evaluated yet, so no adapter can answer: POST /evaluate first")
+        return served.model
