@@ -191,10 +191,30 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from evaluator.demo import run_demo
 
-    run_dir, ranked = run_demo(_settings(args), steps=args.steps, save_steps=args.save_steps)
-    print(ranking_table(ranked))
-    best = ranked[0].evaluation.revision
-    print(f'\nbest: {best.revision} (step {best.step}). Next:\n  pricer best {run_dir}\n  pricer predict {run_dir} "..."')
+    settings = _settings(args)
+    demo = run_demo(settings, steps=args.steps, save_steps=args.save_steps)
+    print(ranking_table(demo.ranked))
+    best = demo.ranked[0].evaluation.revision
+    print(f"\nbest: {best.revision} (step {best.step}, epoch {best.epoch:.2f})" if best.epoch else f"\nbest: {best.revision}")
+    print("charts:\n" + "\n".join(f"  {path}" for path in demo.charts))
+    if args.no_serve:
+        demo.service.stop()
+        print(f'next:\n  pricer best {demo.run_dir}\n  pricer predict {demo.run_dir} "..."')
+        return
+    import uvicorn
+
+    from app.main import create_app
+
+    url = f"http://{settings.host}:{settings.port}"
+    print(
+        f"\nserving {demo.repo} at {url} (docs: {url}/docs); try:\n"
+        f"  curl -s {url}/best-checkpoint\n"
+        f"  curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
+        """-d '{"description": "Stainless steel 5-quart stand mixer, 10 speeds"}'\n"""
+        f"  curl -s {url}/evaluations\n"
+        "Ctrl-C stops."
+    )
+    uvicorn.run(create_app(service=demo.service), host=settings.host, port=settings.port, log_level="warning")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db")
     p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
     p.add_argument("--save-steps", type=int, default=50, help="a checkpoint every N steps (default 50)")
+    p.add_argument("--no-serve", action="store_true", help="stop after the ranking and charts instead of serving")
+    p.add_argument("--host", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to serve on (default 8000)")
     p.set_defaults(run=cmd_demo)
     return parser
 

@@ -1,33 +1,66 @@
 """`pricer demo`: the whole loop on the embedded default, on a fresh machine.
 
 Makes the tiny base model and the generated catalogue, fine-tunes a LoRA adapter that
-writes several checkpoints, evaluates them all on the held-out part, and ranks them.
+writes several checkpoints, evaluates them all through the service's job queue, ranks
+them and draws the charts; the CLI then serves the best adapter over HTTP.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from evaluator.data import catalogue_split, heldout_from_frame, load_heldout
-from evaluator.evaluate import Evaluator
+from tqdm.auto import tqdm
+
+from evaluator.charts import error_curve, truth_vs_prediction
+from evaluator.data import catalogue_split, heldout_from_frame
+from evaluator.jobs import DONE, FAILED
 from evaluator.ranking import Ranked
+from evaluator.service import PricerService
 from evaluator.settings import Settings
 from evaluator.tiny import make_tiny_base
 
 
-def run_demo(settings: Settings, *, steps: int = 400, save_steps: int = 50) -> tuple[Path, list[Ranked]]:
-    """Train (once) and evaluate the demo run; return its folder and ranking."""
+@dataclass
+class Demo:
+    run_dir: Path
+    repo: str
+    ranked: list[Ranked]
+    charts: list[Path]
+    service: PricerService  # started, with the best adapter served
+
+
+def run_demo(settings: Settings, *, steps: int = 400, save_steps: int = 50) -> Demo:
+    """Train (once), evaluate every checkpoint through the job queue, rank and chart them."""
     from trainer.lora import LoraRun, train_lora
 
     base = make_tiny_base(settings.home / "tiny-llama")
-    run_dir = settings.home / "runs" / f"demo-{steps}-{save_steps}"
+    root = settings.home / "runs"
+    run_dir = root / f"demo-{steps}-{save_steps}"
     if not any(run_dir.glob("checkpoint-*")):
         print(f"training a LoRA adapter on the tiny model: {steps} steps, a checkpoint every {save_steps} -> {run_dir}")
         train = heldout_from_frame(catalogue_split()[0], name="catalogue-train")
         train_lora(base, train, run_dir, LoraRun(max_steps=steps, save_steps=save_steps))
-    evaluator = Evaluator(settings)
-    source = evaluator.source(str(run_dir))
-    heldout = load_heldout()
-    print(f"evaluating every checkpoint of {run_dir} on {len(heldout)} held-out items")
-    evaluator.evaluate(source, None, heldout, progress=True)
-    return run_dir, evaluator.ranking(source.name, dataset=heldout)
+
+    repo = f"local/{run_dir.name}"
+    service = PricerService(settings.model_copy(update={"checkpoint_root": root, "repo": repo, "data": None}))
+    service.start()
+    jobs = [service.submit(repo, revision.revision)[0].job.id for revision in service.source(repo).revisions()]
+    print(f"evaluating {len(jobs)} checkpoints of {repo} on {service.default_dataset} through the job queue")
+    with tqdm(total=len(jobs), unit="checkpoint") as bar:
+        while (finished := sum(service.job(j).job.status in (DONE, FAILED) for j in jobs)) < len(jobs):
+            bar.update(finished - bar.n)
+            time.sleep(0.2)
+        bar.update(finished - bar.n)
+    for failed in (service.job(j).job for j in jobs):
+        if failed.status == FAILED:
+            print(f"  {failed.revision.revision} failed: {failed.error}")
+
+    ranked = service.ranking(repo)
+    reports = settings.home / "reports" / run_dir.name
+    charts = [
+        error_curve(ranked, reports / "validation-error.png", title=f"{repo}: held-out error per checkpoint"),
+        truth_vs_prediction(ranked[0].evaluation, reports / "best-truth-vs-prediction.png"),
+    ]
+    return Demo(run_dir, repo, ranked, charts, service)

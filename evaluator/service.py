@@ -75,7 +75,9 @@ class PricerService:
     # ---- lifecycle
 
     def start(self) -> None:
-        """Requeue jobs a previous process left running, then start the worker."""
+        """Requeue jobs a previous process left running, then start the worker (once)."""
+        if self._worker is not None and self._worker.is_alive():
+            return
         if (requeued := self.queue.recover()) > 0:
             log.info("requeued %d job(s) interrupted by a restart", requeued)
         self._stopping.clear()

@@ -26,11 +26,12 @@ class ServerProcess:
         self.env = {**os.environ, **env}
         self.log = log
         self.port = free_port()
+        self.command = ["serve", "--port", str(self.port)]  # the `pricer` subcommand that serves
         self.process: subprocess.Popen | None = None
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
     def start(self, timeout: float = 60) -> ServerProcess:
-        command = [sys.executable, "-m", "evaluator.cli", "-v", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "evaluator.cli", "-v", *self.command]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -1,6 +1,9 @@
 """`pricer` as a user runs it: JSON and table output, and bad input that fails cleanly."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +13,7 @@ from evaluator.settings import Settings
 from evaluator.store import Store
 from evaluator.tiny import make_tiny_base
 from tests.hubserver import HubServer
+from tests.server import ServerProcess
 
 RANKING_KEYS = {"revision", "commit", "step", "epoch", "n", "mae", "rmsle", "hit_rate", "intervals"}
 
@@ -95,12 +99,38 @@ def test_hub_repo_errors(capsys, tmp_path, heldout_file, monkeypatch):
         assert code == 2 and "no such Hub repo" in err
 
 
-def test_demo_trains_evaluates_and_ranks(capsys, tiny_base, monkeypatch, tmp_path):
+def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tmp_path):
     home = tmp_path / "pricer-home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "tiny-llama").symlink_to(tiny_base)  # the base is built (and tested) once per session
-    code, out, err = run(capsys, "demo", "--steps", "20", "--save-steps", "10")
+    server = ServerProcess({"PRICER_HOME": str(home), "PYTHONUNBUFFERED": "1"}, tmp_path / "demo.log")
+    server.command = ["demo", "--steps", "20", "--save-steps", "10", "--port", str(server.port)]
+    with server.start(timeout=600):
+        out = server.log.read_text()
+        assert "checkpoint-10" in out and "checkpoint-20" in out and "best: checkpoint-" in out
+        assert "curl -s -X POST http://127.0.0.1" in out
+        best = server.client.get("/best-checkpoint").json()
+        assert best["repo"] == "local/demo-20-10" and best["metrics"]["n"] == 400 and best["evaluated"] == 2
+        answer = server.client.post("/predict", json={"description": "Stainless steel stand mixer"}).json()
+        assert answer["commit"] == best["commit"] and answer["price"] >= 0
+    reports = home / "reports" / "demo-20-10"
+    for chart in ("validation-error.png", "best-truth-vs-prediction.png"):
+        assert (reports / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (reports / chart).stat().st_size > 10_000
+    # the CLI reads the same store: the demo's ranking through `pricer best`
+    cli = subprocess.run(
+        [sys.executable, "-m", "evaluator.cli", "best", str(home / "runs" / "demo-20-10"), "--json"],
+        env={**os.environ, "PRICER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(cli.stdout)["best"]["commit"] == best["commit"]
+
+
+def test_demo_no_serve_stops_after_the_ranking(capsys, tiny_base, tmp_path):
+    home = tmp_path / "pricer-home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "tiny-llama").symlink_to(tiny_base)
+    code, out, err = run(capsys, "demo", "--steps", "10", "--save-steps", "5", "--no-serve")
     assert code == 0, err
-    assert "checkpoint-10" in out and "checkpoint-20" in out and "best: checkpoint-" in out
-    code, out, _ = run(capsys, "best", str(home / "runs" / "demo-20-10"), "--json")
-    assert code == 0 and json.loads(out)["best"]["n"] == 400
+    assert "checkpoint-5" in out and "checkpoint-10" in out and "validation-error.png" in out and "serving" not in out
