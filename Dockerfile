@@ -1,27 +1,37 @@
-# pricer: evaluate and serve LoRA checkpoints of a fine-tuned price predictor.
-# GPU hosts: docker run --gpus all -e HF_TOKEN -v pricer-data:/data pricer evaluate org/run --all --4bit
-FROM python:3.11-slim
+# pricer on a GPU host: the service (`pricer serve`) by default, or any `pricer` command.
+#   docker build -t pricer .
+#   docker run --gpus all -p 8000:8000 -e HF_TOKEN -e PRICER_API_TOKEN \
+#     -v pricer-data:/data -v pricer-hf:/hf pricer                 # the API on :8000
+#   docker run --gpus all -e HF_TOKEN -v pricer-data:/data -v pricer-hf:/hf pricer evaluate org/run --all --4bit
+# The base is PyTorch's CUDA runtime image; its torch must match the torch pricer is tested with (2.13.0).
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PRICER_HOME=/data \
-    HF_HOME=/data/hf
+    PRICER_DB_URL=sqlite:////data/pricer.db \
+    PRICER_HOST=0.0.0.0 \
+    PRICER_PORT=8000 \
+    HF_HOME=/hf
 
 WORKDIR /opt/pricer
 
-# torch first, on its own layer: the default index gives the CUDA build that 4-bit loading needs
-RUN pip install torch==2.13.0
-
+# the base image's CUDA torch stays: constraints.txt pins everything but torch
 COPY pyproject.toml README.md constraints.txt ./
 COPY evaluator ./evaluator
 COPY trainer ./trainer
 COPY app ./app
-RUN pip install -c constraints.txt ".[gpu]"
+RUN pip install -c constraints.txt ".[gpu]" && python -c "import torch, evaluator.service, app.main"
 
-RUN useradd --create-home --uid 1000 pricer && mkdir -p /data && chown 1000:1000 /data
+RUN useradd --create-home --uid 1000 pricer && mkdir -p /data /hf && chown 1000:1000 /data /hf
 USER 1000
-VOLUME ["/data"]
+# the store (SQLite) and run folders; the Hub's model and adapter cache
+VOLUME ["/data", "/hf"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 
 ENTRYPOINT ["pricer"]
-CMD ["--help"]
+CMD ["serve"]
