@@ -14,6 +14,7 @@ from evaluator.data import catalogue_split, heldout_from_frame  # noqa: E402
 from evaluator.settings import Settings  # noqa: E402
 from evaluator.tiny import make_tiny_base  # noqa: E402
 from tests.hubserver import hub_server  # noqa: E402,F401  (a fixture)
+from tests.server import API_TOKEN, ServerProcess, write_items  # noqa: E402
 from trainer.lora import LoraRun, train_lora  # noqa: E402
 
 
@@ -58,3 +59,28 @@ def tiny_run(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real LoRA run on the tiny model: checkpoint-10, -20, -30."""
     items = heldout_from_frame(catalogue_split()[0].iloc[:240], name="train")
     return train_lora(tiny_base, items, tmp_path_factory.mktemp("runs") / "tiny-run", LoraRun(max_steps=30, save_steps=10))
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, tiny_run: Path):
+    """Start `pricer serve` over the tiny run's folder; every server made is stopped at the end."""
+    servers: list[ServerProcess] = []
+    items = write_items(tmp_path / "heldout.jsonl", catalogue_split()[1].iloc[:48])
+
+    def make(**env: str) -> ServerProcess:
+        base = {
+            "PRICER_HOME": str(tmp_path / "home"),
+            "PRICER_DB_URL": f"sqlite:///{tmp_path / 'service.db'}",
+            "PRICER_CHECKPOINT_ROOT": str(tiny_run.parent),
+            "PRICER_DATA": str(items),
+            "PRICER_API_TOKEN": API_TOKEN,
+            "PRICER_DEVICE": "cpu",
+            "PRICER_BATCH_SIZE": "16",
+        }
+        server = ServerProcess({**base, **env}, tmp_path / f"server-{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -12,6 +12,14 @@ from pathlib import Path
 
 import httpx
 
+API_TOKEN = "s3cret-token-for-tests"
+
+
+def write_items(path: Path, frame) -> Path:
+    """Catalogue rows as a held-out JSONL file."""
+    frame[["title", "details", "price"]].to_json(path, orient="records", lines=True)
+    return path
+
 
 def free_port() -> int:
     with socket.socket() as sock:

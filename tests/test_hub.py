@@ -109,3 +109,21 @@ def test_pricer_revisions_lists_commits_with_branches_and_tags(pushed, hub_serve
     assert [rows[sha]["step"] for sha in shas] == [10, 20, 30]
     assert "v-step-20" in rows[shas[1]]["refs"]
     assert main(["revisions", REPO]) == 0 and "v-step-20" in capsys.readouterr().out
+
+
+def test_the_service_evaluates_a_hub_revision_over_http(make_server, hub_server, pushed):
+    from tests.server import API_TOKEN
+
+    _, shas = pushed
+    with make_server(HF_ENDPOINT=hub_server.endpoint).start() as server:
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        job = server.client.post("/evaluate", json={"repo": REPO, "revision": "v-step-20"}, headers=auth).json()
+        assert (job["status"], job["commit"], job["step"]) == ("queued", shas[1], 20)
+        done = server.wait_for(job["id"])
+        assert done["status"] == "done" and done["metrics"]["n"] == 48, done
+        newest = server.client.post("/evaluate", json={"repo": REPO}, headers=auth).json()  # no revision: main's head
+        assert newest["commit"] == shas[2]
+        missing = server.client.post("/evaluate", json={"repo": "pricer-tests/no-such-run", "revision": "main"}, headers=auth)
+        assert missing.status_code == 404 and "no such Hub repo" in missing.json()["detail"]
+        unknown = server.client.post("/evaluate", json={"repo": REPO, "revision": "no-such-branch"}, headers=auth)
+        assert unknown.status_code == 404

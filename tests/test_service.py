@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from evaluator.adapters import read_adapter
 from evaluator.data import build_prompt, catalogue_split
@@ -16,46 +14,16 @@ from evaluator.jobs import JobQueue
 from evaluator.scoring import PriceModel
 from evaluator.sources import LocalRun
 from evaluator.store import Store
-from tests.server import ServerProcess
+from tests.server import API_TOKEN, ServerProcess, write_items
 
 REPO = "local/tiny-run"
-TOKEN = "s3cret-token-for-tests"
+TOKEN = API_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DESCRIPTIONS = [
     "Stainless steel 5-quart stand mixer, 10 speeds",
     "Cordless drill, 20V, two batteries",
     "Garden hose, 50 ft",
 ]
-
-
-def _write_items(path: Path, frame) -> Path:
-    frame[["title", "details", "price"]].to_json(path, orient="records", lines=True)
-    return path
-
-
-@pytest.fixture
-def make_server(tmp_path: Path, tiny_run: Path):
-    """Start `pricer serve` over the tiny run's folder; every server made is stopped at the end."""
-    servers: list[ServerProcess] = []
-    items = _write_items(tmp_path / "heldout.jsonl", catalogue_split()[1].iloc[:48])
-
-    def make(**env: str) -> ServerProcess:
-        base = {
-            "PRICER_HOME": str(tmp_path / "home"),
-            "PRICER_DB_URL": f"sqlite:///{tmp_path / 'service.db'}",
-            "PRICER_CHECKPOINT_ROOT": str(tiny_run.parent),
-            "PRICER_DATA": str(items),
-            "PRICER_API_TOKEN": TOKEN,
-            "PRICER_DEVICE": "cpu",
-            "PRICER_BATCH_SIZE": "16",
-        }
-        server = ServerProcess({**base, **env}, tmp_path / f"server-{len(servers)}.log")
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 def _evaluate(server: ServerProcess, revision: str, repo: str = REPO) -> dict:
@@ -165,7 +133,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_answering(make_server,
 
 
 def test_a_job_cut_off_by_a_crash_runs_again_after_restart_and_completes_once(make_server, tmp_path, tiny_run):
-    many = _write_items(tmp_path / "many.jsonl", catalogue_split()[0].iloc[:600])
+    many = write_items(tmp_path / "many.jsonl", catalogue_split()[0].iloc[:600])
     env = {"PRICER_DATA": str(many), "PRICER_BATCH_SIZE": "1"}  # one item per pass: a job long enough to kill
     server = make_server(**env).start()
     job = _evaluate(server, "checkpoint-20")
