@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, select
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
@@ -130,10 +130,13 @@ class Store:
 
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
-        if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        sqlite_file = parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:")
+        if sqlite_file:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        connect_args = {"check_same_thread": False} if parsed.drivername.startswith("sqlite") else {}
+        connect_args = {"check_same_thread": False, "timeout": 30} if parsed.drivername.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=connect_args)
+        if sqlite_file:  # readers (requests) never wait for the writer (the worker), and a crash cannot corrupt
+            event.listen(self.engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
         Base.metadata.create_all(self.engine)
 
     def adapter_base(self, source: str, commit: str) -> str | None:

@@ -94,7 +94,7 @@ def test_rank_by_each_metric_and_ties_go_to_the_earlier_checkpoint():
 def test_saving_the_same_evaluation_twice_keeps_the_first(settings, tiny_run, catalogue_heldout):
     evaluator = Evaluator(settings)
     first = evaluator.evaluate(evaluator.source(str(tiny_run)), ["checkpoint-10"], catalogue_heldout)[0]
-    key = evaluator._key(evaluator.source(str(tiny_run)), first.revision, first.base_model, catalogue_heldout)
+    key = evaluator.key(evaluator.source(str(tiny_run)), first.revision, first.base_model, catalogue_heldout)
     again = evaluator.store.save(
         key, first.revision, adapter_base=first.base_model, dataset_name="x", truth=first.truth, prices=first.prices, seconds=0.0
     )
