@@ -22,7 +22,7 @@ from evaluator.adapters import read_adapter
 from evaluator.data import catalogue_split, heldout_from_frame, load_heldout
 from evaluator.scoring import PriceModel, parse_price
 from evaluator.tiny import make_tiny_base
-from trainer.lora import LoraRun, train_lora
+from trainer import preset, train
 
 
 def course_loop(model: PriceModel, adapter: str, prompts: list[str]) -> np.ndarray:
@@ -47,7 +47,7 @@ def main() -> None:
     base = make_tiny_base(args.work / "tiny-llama")
     run = args.work / "run"
     if not (run / "checkpoint-200").is_dir():
-        train_lora(base, heldout_from_frame(catalogue_split()[0], name="train"), run, LoraRun(max_steps=200, save_steps=200))
+        train(base, heldout_from_frame(catalogue_split()[0], name="train"), run, preset("tiny", max_steps=200, save_steps=200))
     prompts = load_heldout().prompts[: args.items]
     model = PriceModel(str(base), device="cpu")
     adapter = model.load_adapter(read_adapter(run / "checkpoint-200"), "bench")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from evaluator.errors import InvalidRepoId, PricerError
+from evaluator.errors import InvalidRepoId, ModelLoadError, PricerError
 from evaluator.metrics import METRICS, Metrics
 
 log = logging.getLogger("pricer")
@@ -177,6 +177,56 @@ def cmd_score(args: argparse.Namespace) -> None:
         print(f"  {name:<10} {cell}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from evaluator.data import catalogue_split, heldout_from_frame, load_heldout
+    from trainer import PricerCallback, preset, train
+
+    settings = _settings(args)
+    config = preset(
+        args.preset,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lora_r=args.lora_r,
+    )
+    data = load_heldout(args.data) if args.data else heldout_from_frame(catalogue_split()[0], name="catalogue-train")
+    base = args.base
+    if base is None:
+        if args.preset != "tiny":
+            raise ModelLoadError("give --base (a model id or folder); only --preset tiny has a default base")
+        from evaluator.tiny import make_tiny_base
+
+        base = str(make_tiny_base(settings.home / "tiny-llama"))
+    callbacks = [PricerCallback(args.notify, api_token=args.notify_token)] if args.notify else []
+    result = train(
+        base,
+        data,
+        args.output,
+        config,
+        resume=args.resume,
+        push_to=args.push_to,
+        token=settings.token,
+        endpoint=settings.hf_endpoint,
+        callbacks=callbacks,
+        progress=not args.json,
+    )
+    summary = {
+        "output": str(result.output),
+        "steps": result.steps,
+        "checkpoints": result.checkpoints,
+        "pushed": [{"step": p.step, "commit": p.commit, "message": p.message} for p in result.pushed],
+    }
+    if args.json:
+        _print_json(summary)
+        return
+    print(f"trained {result.steps} steps on {len(data)} items; checkpoints at steps {result.checkpoints} in {result.output}")
+    for pushed in result.pushed:
+        print(f"  pushed step {pushed.step} to {args.push_to}@{pushed.commit[:10]}")
+    print(f"next: pricer evaluate {args.push_to or result.output} --all --data heldout.jsonl")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -275,6 +325,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-field", default="price", help="the field holding true prices (default: price)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_score)
+
+    p = commands.add_parser("train", help="fine-tune a LoRA (QLoRA on CUDA) that writes a checkpoint every N steps")
+    p.add_argument("--base", help="base model id or folder (default with --preset tiny: the embedded tiny Llama)")
+    p.add_argument("--data", help="training items: JSONL / CSV / Parquet (default: the generated catalogue's training part)")
+    p.add_argument("--output", required=True, help="run folder: checkpoint-N/ land here")
+    p.add_argument("--preset", choices=("course-qlora", "tiny"), default="course-qlora", help="settings to start from")
+    p.add_argument("--epochs", type=float, help="passes over the items")
+    p.add_argument("--max-steps", type=int, help="stop after N steps (overrides --epochs)")
+    p.add_argument("--save-steps", type=int, help="a checkpoint every N steps")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--lora-r", type=int, help="LoRA rank")
+    p.add_argument("--push-to", help="Hub repo id: every checkpoint becomes a commit of it, in order")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    p.add_argument("--notify", metavar="URL", help="a pricer service to POST /evaluate each checkpoint to")
+    p.add_argument("--notify-token", help="that service's API token")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("serve", help="run the HTTP service: evaluation jobs, best checkpoint, predictions")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1, or PRICER_HOST)")

@@ -33,15 +33,15 @@ class Demo:
 
 def run_demo(settings: Settings, *, steps: int = 400, save_steps: int = 50) -> Demo:
     """Train (once), evaluate every checkpoint through the job queue, rank and chart them."""
-    from trainer.lora import LoraRun, train_lora
+    from trainer import preset, train
 
     base = make_tiny_base(settings.home / "tiny-llama")
     root = settings.home / "runs"
     run_dir = root / f"demo-{steps}-{save_steps}"
     if not any(run_dir.glob("checkpoint-*")):
         print(f"training a LoRA adapter on the tiny model: {steps} steps, a checkpoint every {save_steps} -> {run_dir}")
-        train = heldout_from_frame(catalogue_split()[0], name="catalogue-train")
-        train_lora(base, train, run_dir, LoraRun(max_steps=steps, save_steps=save_steps))
+        items = heldout_from_frame(catalogue_split()[0], name="catalogue-train")
+        train(base, items, run_dir, preset("tiny", max_steps=steps, save_steps=save_steps), progress=True)
 
     repo = f"local/{run_dir.name}"
     service = PricerService(settings.model_copy(update={"checkpoint_root": root, "repo": repo, "data": None}))

@@ -81,3 +81,14 @@ class JobNotFound(PricerError, LookupError):
 
 class ModelNotReady(PricerError, RuntimeError):
     """No adapter can answer yet: nothing is evaluated, or the model is still loading."""
+
+
+# TRAINING ERRORS
+
+
+class RunFolderInUse(PricerError, FileExistsError):
+    """The training output folder holds another run (or this run's checkpoints, without --resume)."""
+
+
+class InvalidTrainingConfig(PricerError, ValueError):
+    """A training setting is out of range or unknown."""

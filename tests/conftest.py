@@ -15,7 +15,7 @@ from evaluator.settings import Settings  # noqa: E402
 from evaluator.tiny import make_tiny_base  # noqa: E402
 from tests.hubserver import hub_server  # noqa: E402,F401  (a fixture)
 from tests.server import API_TOKEN, ServerProcess, write_items  # noqa: E402
-from trainer.lora import LoraRun, train_lora  # noqa: E402
+from trainer import preset, train  # noqa: E402
 
 
 def _real_data() -> Path:
@@ -58,7 +58,7 @@ def catalogue_heldout():
 def tiny_run(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real LoRA run on the tiny model: checkpoint-10, -20, -30."""
     items = heldout_from_frame(catalogue_split()[0].iloc[:240], name="train")
-    return train_lora(tiny_base, items, tmp_path_factory.mktemp("runs") / "tiny-run", LoraRun(max_steps=30, save_steps=10))
+    return train(tiny_base, items, tmp_path_factory.mktemp("runs") / "tiny-run", preset("tiny", max_steps=30, save_steps=10)).output
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ class ServerProcess:
         raise TimeoutError(f"job {job_id} is still {job['status']}")
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

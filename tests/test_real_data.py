@@ -12,7 +12,7 @@ from evaluator.evaluate import Evaluator
 from evaluator.metrics import score
 from evaluator.settings import Settings
 from tests.conftest import REAL_DATA
-from trainer.lora import LoraRun, train_lora
+from trainer import preset, train
 
 APPLIANCES = REAL_DATA / "appliances_lite_2000.jsonl"
 
@@ -23,9 +23,8 @@ def appliance_run(tiny_base, tmp_path_factory):
     folder = tmp_path_factory.mktemp("appliances")
     frame.iloc[:200].to_json(folder / "train.jsonl", orient="records", lines=True)
     frame.iloc[1900:].to_json(folder / "heldout.jsonl", orient="records", lines=True)
-    run = train_lora(
-        tiny_base, load_heldout(folder / "train.jsonl"), folder / "run", LoraRun(max_steps=40, save_steps=20, batch_size=4)
-    )
+    config = preset("tiny", max_steps=40, save_steps=20, batch_size=4)
+    run = train(tiny_base, load_heldout(folder / "train.jsonl"), folder / "run", config).output
     return run, folder / "heldout.jsonl"
 
 

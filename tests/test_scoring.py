@@ -6,7 +6,7 @@ from evaluator.data import catalogue_split, heldout_from_frame
 from evaluator.errors import IncompatibleAdapter, ModelLoadError
 from evaluator.scoring import PriceModel, number_token_ids, parse_price
 from evaluator.tiny import make_tiny_base
-from trainer.lora import LoraRun, train_lora
+from trainer import preset, train
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_adapters_swap_without_reloading_the_base(model, tiny_run, catalogue_hel
 def test_adapter_of_another_base_is_refused_and_the_model_keeps_working(model, tiny_run, tmp_path, catalogue_heldout):
     other_base = make_tiny_base(tmp_path / "wider", hidden=64, pretrain_steps=0)
     items = heldout_from_frame(catalogue_split()[0].iloc[:16], name="t")
-    other_run = train_lora(other_base, items, tmp_path / "other-run", LoraRun(max_steps=2, save_steps=2, batch_size=8))
+    other_run = train(other_base, items, tmp_path / "other-run", preset("tiny", max_steps=2, save_steps=2)).output
     c20 = model.load_adapter(read_adapter(tiny_run / "checkpoint-20"), "c20")
     before = model.price(catalogue_heldout.prompts[:8], adapter=c20)
     with pytest.raises(IncompatibleAdapter, match="fits no module"):
