@@ -7,6 +7,7 @@ groups of three digits. The model is a `LlamaForCausalLM` built from a config.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +17,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from evaluator.data import build_prompt, catalogue_split, training_text
+from evaluator.scoring import number_token_ids
+
+TINY_VERSION = 2  # bump when the recipe changes, so cached bases are rebuilt
 
 # Llama 3's split pattern: words, numbers of at most three digits, punctuation runs, spaces
 LLAMA3_PATTERN = (
@@ -49,8 +53,15 @@ def build_tokenizer(corpus: Iterable[str], *, vocab_size: int = 2048, number_tok
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, *, hidden: int = 128, layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
-    """A randomly initialised Llama with the tokenizer's vocabulary."""
+def build_model(
+    tokenizer: PreTrainedTokenizerFast, *, hidden: int = 128, layers: int = 2, seed: int = 0, number_sense: bool = True
+) -> LlamaForCausalLM:
+    """A randomly initialised Llama with the tokenizer's vocabulary.
+
+    With `number_sense`, the embeddings of the tokens 0..999 vary smoothly with log(value)
+    (`number_embeddings`): the tied output head then ranks nearby prices alike, which a tiny
+    model does not learn from a short run on its own.
+    """
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -65,7 +76,29 @@ def build_model(tokenizer: PreTrainedTokenizerFast, *, hidden: int = 128, layers
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)
+    ids = number_token_ids(tokenizer)
+    if number_sense and ids:
+        with torch.no_grad():
+            weight = model.get_input_embeddings().weight
+            weight[ids] = number_embeddings(weight[ids])
+    return model
+
+
+def number_embeddings(noise: torch.Tensor, *, centres: int = 24, share: float = 0.9) -> torch.Tensor:
+    """Embeddings (norm about 1) of the tokens 0..999 (row n for the number n) that vary smoothly with log(1 + n).
+
+    Gaussian bumps over log(1 + n) mix `centres` random directions, so nearby numbers start out
+    alike; `share` of each row is that smooth part and the rest is `noise` (the random init).
+    """
+    generator = torch.Generator().manual_seed(1234)
+    x = torch.log1p(torch.arange(noise.shape[0], dtype=torch.float32))
+    mu = torch.linspace(0, float(x[-1]), centres)
+    phi = torch.exp(-0.5 * ((x[:, None] - mu[None]) / float(mu[1] - mu[0])) ** 2)
+    phi = phi / phi.norm(dim=1, keepdim=True)
+    directions = torch.randn(centres, noise.shape[1], generator=generator) / noise.shape[1] ** 0.5
+    noise = noise / noise.norm(dim=1, keepdim=True)
+    return share * phi @ directions + (1 - share**2) ** 0.5 * noise
 
 
 def default_corpus(extra: Iterable[str] = (), *, seed: int = 0) -> list[str]:
@@ -89,9 +122,19 @@ def pretrain(
     batch_size: int = 16,
     learning_rate: float = 3e-3,
     seed: int = 0,
+    freeze_numbers: bool = True,
 ) -> None:
-    """A short full-model language-modelling run, so the tiny base is not pure noise."""
+    """A short full-model language-modelling run, so the tiny base is not pure noise.
+
+    `freeze_numbers` keeps the number tokens' embeddings (and so the tied head's rows) as
+    `build_model` made them: shuffled prices would otherwise wash out their order.
+    """
     rng = random.Random(seed)
+    hook = None
+    ids = number_token_ids(tokenizer) if freeze_numbers else None
+    if ids:
+        keep = torch.ones(len(tokenizer), 1).index_fill_(0, torch.tensor(ids), 0.0)
+        hook = model.get_input_embeddings().weight.register_hook(lambda grad: grad * keep)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()
     for _ in range(steps):
@@ -100,6 +143,8 @@ def pretrain(
         model(**batch, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    if hook is not None:
+        hook.remove()
     model.eval()
 
 
@@ -114,7 +159,17 @@ def make_tiny_base(
 ) -> Path:
     """Write a tiny base model (model + tokenizer) to `path`, once; return the path."""
     path = Path(path)
-    if (path / "config.json").is_file() and (path / "tokenizer.json").is_file():
+    marker = path / "pricer-tiny.json"
+    recipe = json.dumps(
+        {
+            "version": TINY_VERSION,
+            "hidden": hidden,
+            "layers": layers,
+            "number_tokens": number_tokens,
+            "pretrain_steps": pretrain_steps,
+        }
+    )
+    if marker.is_file() and marker.read_text() == recipe:
         return path
     corpus = default_corpus(extra_corpus)
     tokenizer = build_tokenizer(corpus, number_tokens=number_tokens)
@@ -123,4 +178,5 @@ def make_tiny_base(
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(path)
     model.save_pretrained(path)  # safetensors
+    marker.write_text(recipe)  # last: a half-written base is rebuilt
     return path
