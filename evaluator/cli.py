@@ -242,7 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from evaluator.demo import run_demo
 
     settings = _settings(args)
-    demo = run_demo(settings, steps=args.steps, save_steps=args.save_steps)
+    demo = run_demo(settings, items=args.items, epochs=args.epochs, save_steps=args.save_steps)
     print(ranking_table(demo.ranked))
     best = demo.ranked[0].evaluation.revision
     print(f"\nbest: {best.revision} (step {best.step}, epoch {best.epoch:.2f})" if best.epoch else f"\nbest: {best.revision}")
@@ -355,8 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="the whole loop on the embedded default: tiny model, training, evaluation")
     p.add_argument("--db")
-    p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
-    p.add_argument("--save-steps", type=int, default=50, help="a checkpoint every N steps (default 50)")
+    p.add_argument("--items", type=int, default=800, help="catalogue items to train on (default 800)")
+    p.add_argument("--epochs", type=float, default=12, help="passes over them (default 12)")
+    p.add_argument("--save-steps", type=int, default=100, help="a checkpoint every N steps (default 100: one per epoch)")
     p.add_argument("--no-serve", action="store_true", help="stop after the ranking and charts instead of serving")
     p.add_argument("--host", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to serve on (default 8000)")

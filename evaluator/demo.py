@@ -31,17 +31,21 @@ class Demo:
     service: PricerService  # started, with the best adapter served
 
 
-def run_demo(settings: Settings, *, steps: int = 400, save_steps: int = 50) -> Demo:
-    """Train (once), evaluate every checkpoint through the job queue, rank and chart them."""
+def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_steps: int = 100) -> Demo:
+    """Train (once), evaluate every checkpoint through the job queue, rank and chart them.
+
+    The run trains on the first `items` of the catalogue's training part for `epochs` passes,
+    a checkpoint every `save_steps` steps, and is scored on the 400 held-out items.
+    """
     from trainer import preset, train
 
     base = make_tiny_base(settings.home / "tiny-llama")
     root = settings.home / "runs"
-    run_dir = root / f"demo-{steps}-{save_steps}"
+    run_dir = root / f"demo-{items}x{epochs:g}-{save_steps}"
     if not any(run_dir.glob("checkpoint-*")):
-        print(f"training a LoRA adapter on the tiny model: {steps} steps, a checkpoint every {save_steps} -> {run_dir}")
-        items = heldout_from_frame(catalogue_split()[0], name="catalogue-train")
-        train(base, items, run_dir, preset("tiny", max_steps=steps, save_steps=save_steps), progress=True)
+        config = preset("tiny", epochs=epochs, save_steps=save_steps)
+        print(f"fine-tuning the tiny model on {items} items for {epochs:g} epochs, a checkpoint every {save_steps} steps -> {run_dir}")
+        train(base, heldout_from_frame(catalogue_split()[0].iloc[:items], name="catalogue-train"), run_dir, config, progress=True)
 
     repo = f"local/{run_dir.name}"
     service = PricerService(settings.model_copy(update={"checkpoint_root": root, "repo": repo, "data": None}))

@@ -104,21 +104,21 @@ def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tm
     home.mkdir(parents=True, exist_ok=True)
     (home / "tiny-llama").symlink_to(tiny_base)  # the base is built (and tested) once per session
     server = ServerProcess({"PRICER_HOME": str(home), "PYTHONUNBUFFERED": "1"}, tmp_path / "demo.log")
-    server.command = ["demo", "--steps", "20", "--save-steps", "10", "--port", str(server.port)]
+    server.command = ["demo", "--items", "80", "--epochs", "2", "--save-steps", "10", "--port", str(server.port)]
     with server.start(timeout=600):
         out = server.log.read_text()
         assert "checkpoint-10" in out and "checkpoint-20" in out and "best: checkpoint-" in out
         assert "curl -s -X POST http://127.0.0.1" in out
         best = server.client.get("/best-checkpoint").json()
-        assert best["repo"] == "local/demo-20-10" and best["metrics"]["n"] == 400 and best["evaluated"] == 2
+        assert best["repo"] == "local/demo-80x2-10" and best["metrics"]["n"] == 400 and best["evaluated"] == 2
         answer = server.client.post("/predict", json={"description": "Stainless steel stand mixer"}).json()
         assert answer["commit"] == best["commit"] and answer["price"] >= 0
-    reports = home / "reports" / "demo-20-10"
+    reports = home / "reports" / "demo-80x2-10"
     for chart in ("validation-error.png", "best-truth-vs-prediction.png"):
         assert (reports / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (reports / chart).stat().st_size > 10_000
     # the CLI reads the same store: the demo's ranking through `pricer best`
     cli = subprocess.run(
-        [sys.executable, "-m", "evaluator.cli", "best", str(home / "runs" / "demo-20-10"), "--json"],
+        [sys.executable, "-m", "evaluator.cli", "best", str(home / "runs" / "demo-80x2-10"), "--json"],
         env={**os.environ, "PRICER_HOME": str(home)},
         capture_output=True,
         text=True,
@@ -131,6 +131,6 @@ def test_demo_no_serve_stops_after_the_ranking(capsys, tiny_base, tmp_path):
     home = tmp_path / "pricer-home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "tiny-llama").symlink_to(tiny_base)
-    code, out, err = run(capsys, "demo", "--steps", "10", "--save-steps", "5", "--no-serve")
+    code, out, err = run(capsys, "demo", "--items", "40", "--epochs", "2", "--save-steps", "5", "--no-serve")
     assert code == 0, err
     assert "checkpoint-5" in out and "checkpoint-10" in out and "validation-error.png" in out and "serving" not in out

@@ -102,7 +102,7 @@ def test_resume_after_an_interruption_continues_the_step_count(tiny_base, tmp_pa
     result = train(tiny_base, items, tmp_path / "run", config, resume=True)
     assert result.steps == 40 and result.checkpoints == [10, 20, 30, 40]
     state = json.loads((tmp_path / "run" / "checkpoint-40" / "trainer_state.json").read_text())
-    assert state["global_step"] == 40 and [e["step"] for e in state["log_history"] if "loss" in e][:2] == [5, 10]
+    assert state["global_step"] == 40 and [e["step"] for e in state["log_history"] if "loss" in e] == [10, 20, 30, 40]
     evaluator = Evaluator(Settings(batch_size=16))
     before, after = evaluator.evaluate(evaluator.source(str(tmp_path / "run")), ["checkpoint-20", "checkpoint-40"], catalogue_heldout)
     assert (before.revision.step, after.revision.step) == (20, 40) and before.n == after.n == 64

@@ -78,7 +78,7 @@ PRESETS: dict[str, TrainConfig] = {
         target_modules=(*QLORA_TARGETS, "gate_proj", "up_proj", "down_proj"),
         max_length=256,
         quantization="none",
-        logging_steps=5,
+        logging_steps=25,
         seed=0,
     ),
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from evaluator.data import HeldOutSet
 from evaluator.errors import ModelLoadError, RunFolderInUse
@@ -52,6 +53,28 @@ def check_output(output: Path, *, base: str, data: HeldOutSet, resume: bool) -> 
     if checkpoints and not resume:
         raise RunFolderInUse(f"{output} already holds checkpoints of this run; pass --resume to continue it")
     return str(checkpoints[-1]) if checkpoints and resume else None
+
+
+class _LossBar(TrainerCallback):
+    """One progress bar with the latest loss and learning rate, instead of a printed line per log."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", desc="training")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
 
 
 def _logging_steps(config: TrainConfig) -> int:
@@ -117,7 +140,7 @@ def train(
 ) -> TrainResult:
     """Fine-tune `base` on `data`, writing `checkpoint-N/` to `output` every `config.save_steps` steps
     (and, with `push_to`, each as a commit of that Hub repo). Everything is checked before training starts."""
-    from transformers import AutoConfig, Trainer, TrainingArguments
+    from transformers import AutoConfig, PrinterCallback, Trainer, TrainingArguments
 
     base, output = str(base), Path(output).expanduser().resolve()
     resume_from = check_output(output, base=base, data=data, resume=resume)
@@ -153,15 +176,16 @@ def train(
         report_to=[],
         use_cpu=not cuda,
         seed=config.seed,
-        disable_tqdm=not progress,
+        disable_tqdm=True,
     )
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=CompletionOnly(tokenizer, data, max_length=config.max_length),
         data_collator=pad_batch(tokenizer.pad_token_id),
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *([_LossBar()] if progress else [])],
     )
+    trainer.remove_callback(PrinterCallback)  # logs go to trainer_state.json and the bar, not one print each
     if resume_from:
         log.info("resuming from %s", resume_from)
     try:
