@@ -191,7 +191,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         learning_rate=args.learning_rate,
         lora_r=args.lora_r,
     )
-    data = load_heldout(args.data) if args.data else heldout_from_frame(catalogue_split()[0], name="catalogue-train")
+    if args.data:
+        data = load_heldout(args.data, token=settings.token)
+    else:
+        data = heldout_from_frame(catalogue_split()[0], name="catalogue-train")
     base = args.base
     if base is None:
         if args.preset != "tiny":
@@ -328,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="fine-tune a LoRA (QLoRA on CUDA) that writes a checkpoint every N steps")
     p.add_argument("--base", help="base model id or folder (default with --preset tiny: the embedded tiny Llama)")
-    p.add_argument("--data", help="training items: JSONL / CSV / Parquet (default: the generated catalogue's training part)")
+    p.add_argument(
+        "--data", help="training items: JSONL / CSV / Parquet, or hf://datasets/<id>[@rev]/<file> (default: the catalogue's)"
+    )
     p.add_argument("--output", required=True, help="run folder: checkpoint-N/ land here")
     p.add_argument("--preset", choices=("course-qlora", "tiny"), default="course-qlora", help="settings to start from")
     p.add_argument("--epochs", type=float, help="passes over the items")

@@ -168,10 +168,31 @@ def heldout_from_frame(frame: pd.DataFrame, *, name: str) -> HeldOutSet:
     return HeldOutSet(name=name, prompts=prompts_of(frame, where=name), prices=prices)
 
 
-def load_heldout(path: str | Path | None = None) -> HeldOutSet:
-    """The held-out set in `path`, or the generated catalogue's held-out part when None."""
+_HF_DATASET = re.compile(r"^hf://datasets/(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w.-]+))?/(?P<file>[\w./-]+)$")
+
+
+def fetch_dataset_file(url: str, *, token: str | None = None) -> Path:
+    """Download `hf://datasets/<namespace>/<name>[@revision]/<file>` from the Hub (or `HF_ENDPOINT`); the local copy."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    match = _HF_DATASET.match(url)
+    if match is None or ".." in url:
+        raise InvalidDataset(f"{url}: expected hf://datasets/<namespace>/<name>[@revision]/<file>")
+    try:
+        return Path(
+            hf_hub_download(match["repo"], match["file"], repo_type="dataset", revision=match["revision"], token=token or None)
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        raise InvalidDataset(f"{url}: cannot download ({type(exc).__name__}: {exc})") from exc
+
+
+def load_heldout(path: str | Path | None = None, *, token: str | None = None) -> HeldOutSet:
+    """The items in `path` (a file, or an hf://datasets/... URL), or the generated catalogue's held-out part when None."""
     if path is None:
         return heldout_from_frame(catalogue_split()[1], name="catalogue-heldout")
+    if str(path).startswith("hf://"):
+        return heldout_from_frame(read_table(fetch_dataset_file(str(path), token=token)), name=str(path))
     path = Path(path).expanduser()
     return heldout_from_frame(read_table(path), name=path.name)
 

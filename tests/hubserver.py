@@ -208,6 +208,8 @@ class HubServer:
     async def _dispatch(self, request: Request) -> Response:
         # Route on the raw path so that quoted revisions like "refs%2Fpr%2F1" stay a single segment.
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode().split("?", 1)[0]
+        # dataset repos share the model repos' storage and routes (tests keep their names apart)
+        raw_path = re.sub(r"^/api/datasets/", "/api/models/", re.sub(r"^/datasets/", "/", raw_path))
         auth = request.headers.get("authorization")
         with self._lock:
             self.requests.append(RequestRecord(request.method, raw_path, auth))
@@ -256,8 +258,8 @@ class HubServer:
 
     async def _h_create_repo(self, request: Request) -> Response:
         body = await request.json()
-        if body.get("type") not in (None, "model"):
-            raise HubError(400, "This test server only hosts model repos")
+        if body.get("type") not in (None, "model", "dataset"):
+            raise HubError(400, "This test server hosts model and dataset repos")
         repo_id = f"{body.get('organization') or self.username}/{body['name']}"
         url = f"{str(request.base_url).rstrip('/')}/{repo_id}"
         private = body.get("visibility") == "private" or bool(body.get("private"))

@@ -144,3 +144,25 @@ def test_pricer_callback_survives_a_down_service_and_queues_each_checkpoint_on_a
         assert [job["revision"] for job in live.accepted] == ["checkpoint-5", "checkpoint-10"]
         done = [server.wait_for(job["id"]) for job in live.accepted]
         assert all(job["status"] == "done" and job["repo"] == "local/watched" for job in done)
+
+
+def test_training_data_from_a_hub_dataset(hub_server, monkeypatch, tmp_path, appliances):
+    from huggingface_hub import HfApi
+
+    from evaluator.errors import InvalidDataset
+    from tests.hubserver import point_hf_client_at
+
+    point_hf_client_at(monkeypatch, hub_server.endpoint)
+    api = HfApi(endpoint=hub_server.endpoint, token=False)
+    api.create_repo("pricer-tests/appliance-items", repo_type="dataset", exist_ok=True)
+    local = tmp_path / "train.jsonl"
+    pd.read_json(APPLIANCES, lines=True).iloc[:50].to_json(local, orient="records", lines=True)
+    api.upload_file(path_or_fileobj=local, path_in_repo="data/train.jsonl", repo_id="pricer-tests/appliance-items", repo_type="dataset")
+
+    fetched = load_heldout("hf://datasets/pricer-tests/appliance-items/data/train.jsonl")
+    expected = load_heldout(local)
+    assert fetched.fingerprint == expected.fingerprint and len(fetched) == 50
+    assert load_heldout("hf://datasets/pricer-tests/appliance-items@main/data/train.jsonl").fingerprint == expected.fingerprint
+    for bad in ("hf://datasets/pricer-tests/appliance-items/data/missing.jsonl", "hf://datasets/no-slash", "hf://models/a/b/c.jsonl"):
+        with pytest.raises(InvalidDataset):
+            load_heldout(bad)
