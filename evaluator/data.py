@@ -22,6 +22,8 @@ from evaluator.errors import InvalidDataset, InvalidPredictionInput
 QUESTION = "How much does this cost to the nearest dollar?"
 PRICE_PREFIX = "Price is $"
 READERS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+DEFAULT_TEST_SHARE = 0.5  # of held-out items, when the data has no `split` column
+SPLIT_NAMES = ("validation", "val", "valid", "dev", "test")
 CATALOGUE_SIZE, CATALOGUE_TRAIN = 2000, 1600  # the embedded default: items [0, 1600) train, the rest held out
 _ANSWER = re.compile(r"(Price is \$)\s*\d[\d,]*(?:\.\d*)?\s*$")  # a training text whose answer follows the prompt
 
@@ -55,26 +57,55 @@ def training_text(prompt: str, price: float) -> str:
 
 @dataclass(frozen=True)
 class HeldOutSet:
-    """Items to price: one prompt and one true price each, identified by a content fingerprint."""
+    """Items to price: one prompt and one true price each, and which are test items (the rest validate).
+
+    Identified by a fingerprint of the items and the split: checkpoints are chosen on the
+    validation part only, and the test part gives the chosen one's out-of-sample figure.
+    """
 
     name: str
     prompts: list[str]
     prices: np.ndarray
+    test: np.ndarray | None = None  # (n,) bool; default: a hash split with DEFAULT_TEST_SHARE
     fingerprint: str = field(default="")
 
     def __post_init__(self) -> None:
+        if self.test is None:
+            object.__setattr__(self, "test", hash_split(self.prompts, DEFAULT_TEST_SHARE))
+        object.__setattr__(self, "test", np.asarray(self.test, dtype=bool))
+        if self.test.shape != (len(self.prompts),):
+            raise InvalidDataset(f"{self.name}: the split marks {self.test.size} items, not {len(self.prompts)}")
         if not self.fingerprint:
-            object.__setattr__(self, "fingerprint", fingerprint(self.prompts, self.prices))
+            object.__setattr__(self, "fingerprint", fingerprint(self.prompts, self.prices, self.test))
 
     def __len__(self) -> int:
         return len(self.prompts)
 
 
-def fingerprint(prompts: list[str], prices: np.ndarray) -> str:
+def fingerprint(prompts: list[str], prices: np.ndarray, test: np.ndarray) -> str:
     digest = hashlib.sha256()
-    for prompt, price in zip(prompts, prices, strict=True):
-        digest.update(f"{price:.2f}\x00{prompt}\x01".encode())
+    for prompt, price, is_test in zip(prompts, prices, test, strict=True):
+        digest.update(f"{price:.2f}\x00{prompt}\x00{'t' if is_test else 'v'}\x01".encode())
     return digest.hexdigest()
+
+
+def hash_split(prompts: list[str], test_share: float) -> np.ndarray:
+    """Test items by a hash of their text: deterministic, independent of order, stable as data grows."""
+    if not 0 <= test_share < 1:
+        raise InvalidDataset(f"the test share must lie in [0, 1), not {test_share}")
+    buckets = [int.from_bytes(hashlib.sha256(p.encode()).digest()[:8], "big") / 2**64 for p in prompts]
+    return np.array(buckets) < test_share
+
+
+def split_of(frame: pd.DataFrame, prompts: list[str], *, test_share: float, where: str) -> np.ndarray:
+    """The `split` column's test / validation marks when the data has one, else a hash split."""
+    if "split" not in frame.columns:
+        return hash_split(prompts, test_share)
+    names = frame["split"].astype("string").str.strip().str.lower()
+    unknown = sorted(set(names.dropna()) - set(SPLIT_NAMES))
+    if unknown or names.isna().any():
+        raise InvalidDataset(f"{where}: 'split' must be one of {', '.join(SPLIT_NAMES)}; found {unknown or 'empty values'}")
+    return (names == "test").to_numpy()
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -162,10 +193,11 @@ def prompts_of(frame: pd.DataFrame, *, where: str) -> list[str]:
     return [build_prompt(d) for d in descriptions]
 
 
-def heldout_from_frame(frame: pd.DataFrame, *, name: str) -> HeldOutSet:
+def heldout_from_frame(frame: pd.DataFrame, *, name: str, test_share: float = DEFAULT_TEST_SHARE) -> HeldOutSet:
     frame = frame.reset_index(drop=True)
     prices = positive_prices(frame, "price", where=name)
-    return HeldOutSet(name=name, prompts=prompts_of(frame, where=name), prices=prices)
+    prompts = prompts_of(frame, where=name)
+    return HeldOutSet(name=name, prompts=prompts, prices=prices, test=split_of(frame, prompts, test_share=test_share, where=name))
 
 
 _HF_DATASET = re.compile(r"^hf://datasets/(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w.-]+))?/(?P<file>[\w./-]+)$")
@@ -187,14 +219,20 @@ def fetch_dataset_file(url: str, *, token: str | None = None) -> Path:
         raise InvalidDataset(f"{url}: cannot download ({type(exc).__name__}: {exc})") from exc
 
 
-def load_heldout(path: str | Path | None = None, *, token: str | None = None) -> HeldOutSet:
-    """The items in `path` (a file, or an hf://datasets/... URL), or the generated catalogue's held-out part when None."""
+def load_heldout(
+    path: str | Path | None = None, *, token: str | None = None, test_share: float = DEFAULT_TEST_SHARE
+) -> HeldOutSet:
+    """The items in `path` (a file, or an hf://datasets/... URL), or the generated catalogue's held-out part when None.
+
+    Test items come from a `split` column, else from a hash of each item's text (`test_share` of them).
+    """
     if path is None:
-        return heldout_from_frame(catalogue_split()[1], name="catalogue-heldout")
+        return heldout_from_frame(catalogue_split()[1], name="catalogue-heldout", test_share=test_share)
     if str(path).startswith("hf://"):
-        return heldout_from_frame(read_table(fetch_dataset_file(str(path), token=token)), name=str(path))
-    path = Path(path).expanduser()
-    return heldout_from_frame(read_table(path), name=path.name)
+        frame, name = read_table(fetch_dataset_file(str(path), token=token)), str(path)
+    else:
+        frame, name = read_table(Path(path).expanduser()), Path(path).expanduser().name
+    return heldout_from_frame(frame, name=name, test_share=test_share)
 
 
 def catalogue_split(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -92,6 +92,7 @@ class Evaluator:
             dataset_name=dataset.name,
             truth=dataset.prices,
             prices=prices,
+            test=dataset.test,
             seconds=time.perf_counter() - started,
         )
 

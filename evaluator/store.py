@@ -12,7 +12,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, select
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
@@ -72,6 +85,7 @@ class PredictionRow(Base):
     argmax: Mapped[float] = mapped_column(Float)
     mean: Mapped[float] = mapped_column(Float)
     p_number: Mapped[float | None] = mapped_column(Float)
+    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # a test item: never used to choose
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,7 @@ class Evaluation:
     config_key: str
     truth: np.ndarray
     prices: ItemPrices
+    test: np.ndarray  # (n,) bool: the test items; the others validate
     seconds: float
     created_at: datetime
 
@@ -104,13 +119,24 @@ class Evaluation:
     def n(self) -> int:
         return int(self.truth.size)
 
-    def metrics(self, estimator: str = "argmax") -> Metrics:
-        return score(self.truth, self.prices.guesses(estimator))
+    def items(self, part: str = "validation") -> np.ndarray:
+        """Indices of the validation items, the test items, or all."""
+        if part not in ("validation", "test", "all"):
+            raise ValueError(f"unknown part {part!r}")
+        mask = {"validation": ~self.test, "test": self.test, "all": np.ones_like(self.test)}[part]
+        return np.flatnonzero(mask)
+
+    def metrics(self, estimator: str = "argmax", part: str = "validation") -> Metrics:
+        """The course's metrics on one part of the items (by default the validation part, which ranks)."""
+        items = self.items(part)
+        return score(self.truth[items], self.prices.guesses(estimator)[items])
 
 
 def _evaluation(row: EvaluationRow) -> Evaluation:
     ckpt = row.checkpoint
-    table = np.array([(p.truth, p.argmax, p.mean, np.nan if p.p_number is None else p.p_number) for p in row.predictions])
+    table = np.array(
+        [(p.truth, p.argmax, p.mean, np.nan if p.p_number is None else p.p_number, bool(p.test)) for p in row.predictions]
+    )
     return Evaluation(
         id=row.id,
         revision=Revision(ckpt.source, ckpt.revision, ckpt.commit, ckpt.step, ckpt.epoch, ckpt.message),
@@ -120,9 +146,18 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
         config_key=row.config_key,
         truth=table[:, 0],
         prices=ItemPrices(argmax=table[:, 1], mean=table[:, 2], p_number=table[:, 3]),
+        test=table[:, 4].astype(bool),
         seconds=row.seconds,
         created_at=row.created_at,
     )
+
+
+def _add_missing_columns(engine) -> None:
+    """Stores made by an earlier pricer lack newer nullable columns: add them in place."""
+    columns = {c["name"] for c in inspect(engine).get_columns("predictions")}
+    if "test" not in columns:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE predictions ADD COLUMN test BOOLEAN NOT NULL DEFAULT 0"))
 
 
 class Store:
@@ -138,6 +173,7 @@ class Store:
         if sqlite_file:  # readers (requests) never wait for the writer (the worker), and a crash cannot corrupt
             event.listen(self.engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def adapter_base(self, source: str, commit: str) -> str | None:
         """The base model a stored checkpoint's adapter names, if the checkpoint is known."""
@@ -169,6 +205,7 @@ class Store:
         dataset_name: str,
         truth: np.ndarray,
         prices: ItemPrices,
+        test: np.ndarray,
         seconds: float,
     ) -> Evaluation:
         """Write one finished evaluation and all its predictions atomically; return it as stored.
@@ -192,8 +229,17 @@ class Store:
                     seconds=seconds,
                 )
                 row.predictions = [
-                    PredictionRow(item=i, truth=float(t), argmax=float(a), mean=float(m), p_number=None if np.isnan(p) else float(p))
-                    for i, (t, a, m, p) in enumerate(zip(truth, prices.argmax, prices.mean, prices.p_number, strict=True))
+                    PredictionRow(
+                        item=i,
+                        truth=float(t),
+                        argmax=float(a),
+                        mean=float(m),
+                        p_number=None if np.isnan(p) else float(p),
+                        test=bool(is_test),
+                    )
+                    for i, (t, a, m, p, is_test) in enumerate(
+                        zip(truth, prices.argmax, prices.mean, prices.p_number, test, strict=True)
+                    )
                 ]
                 session.add(row)
                 session.flush()

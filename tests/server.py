@@ -15,6 +15,13 @@ import httpx
 API_TOKEN = "s3cret-token-for-tests"
 
 
+def validation_size(path: str | Path | None) -> int:
+    """How many items of a held-out file (None: the catalogue's) are validation items: what metrics count."""
+    from evaluator.data import load_heldout
+
+    return int((~load_heldout(path).test).sum())
+
+
 def write_items(path: Path, frame) -> Path:
     """Catalogue rows as a held-out JSONL file."""
     frame[["title", "details", "price"]].to_json(path, orient="records", lines=True)

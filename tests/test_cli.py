@@ -13,7 +13,7 @@ from evaluator.settings import Settings
 from evaluator.store import Store
 from evaluator.tiny import make_tiny_base
 from tests.hubserver import HubServer
-from tests.server import ServerProcess
+from tests.server import ServerProcess, validation_size
 
 RANKING_KEYS = {"revision", "commit", "step", "epoch", "n", "mae", "rmsle", "hit_rate", "intervals"}
 
@@ -46,7 +46,7 @@ def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
     assert code == 0
     ranking = json.loads(out)
     assert len(ranking) == 3 and all(RANKING_KEYS <= set(entry) for entry in ranking)
-    assert sorted(e["step"] for e in ranking) == [10, 20, 30] and all(e["n"] == 32 for e in ranking)
+    assert sorted(e["step"] for e in ranking) == [10, 20, 30] and all(e["n"] == validation_size(heldout_file) for e in ranking)
     assert [e["mae"] for e in ranking] == sorted(e["mae"] for e in ranking)
 
     code, out, _ = run(capsys, "best", str(tiny_run), "--json")
@@ -110,7 +110,7 @@ def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tm
         assert "checkpoint-10" in out and "checkpoint-20" in out and "best: checkpoint-" in out
         assert "curl -s -X POST http://127.0.0.1" in out
         best = server.client.get("/best-checkpoint").json()
-        assert best["repo"] == "local/demo-80x2-10" and best["metrics"]["n"] == 400 and best["evaluated"] == 2
+        assert best["repo"] == "local/demo-80x2-10" and best["metrics"]["n"] == validation_size(None) and best["evaluated"] == 2
         answer = server.client.post("/predict", json={"description": "Stainless steel stand mixer"}).json()
         assert answer["commit"] == best["commit"] and answer["price"] >= 0
     reports = home / "reports" / "demo-80x2-10"

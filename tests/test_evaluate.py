@@ -50,8 +50,8 @@ def test_other_data_is_a_new_evaluation(settings, tiny_run, catalogue_heldout):
     second = evaluator.evaluate(source, ["checkpoint-10"], smaller)[0]
     assert second.id != first.id and second.n == 10
     np.testing.assert_array_equal(second.prices.argmax, first.prices.argmax[:10])
-    assert [r.metrics.n for r in evaluator.ranking(source.name)] == [10]  # the most recent data by default
-    assert [r.metrics.n for r in evaluator.ranking(source.name, dataset=catalogue_heldout)] == [len(catalogue_heldout)]
+    assert [r.evaluation.n for r in evaluator.ranking(source.name)] == [10]  # the most recent data by default
+    assert [r.evaluation.n for r in evaluator.ranking(source.name, dataset=catalogue_heldout)] == [len(catalogue_heldout)]
 
 
 def test_a_failure_while_scoring_writes_nothing(settings, tiny_run, catalogue_heldout, monkeypatch):
@@ -74,7 +74,7 @@ def test_ranking_before_any_evaluation(settings, tiny_run):
 def _evaluation(id_: int, step: int, guess: np.ndarray, truth: np.ndarray) -> Evaluation:
     prices = ItemPrices(argmax=guess, mean=guess, p_number=np.ones_like(guess))
     return Evaluation(
-        id_, Revision("run", f"checkpoint-{step}", f"c{step}", step), "base", "d", "fp", "cfg", truth, prices, 1.0, datetime.now()
+        id_, Revision("run", f"checkpoint-{step}", f"c{step}", step), "base", "d", "fp", "cfg", truth, prices, np.zeros(truth.size, bool), 1.0, datetime.now()
     )
 
 
@@ -96,6 +96,6 @@ def test_saving_the_same_evaluation_twice_keeps_the_first(settings, tiny_run, ca
     first = evaluator.evaluate(evaluator.source(str(tiny_run)), ["checkpoint-10"], catalogue_heldout)[0]
     key = evaluator.key(evaluator.source(str(tiny_run)), first.revision, first.base_model, catalogue_heldout)
     again = evaluator.store.save(
-        key, first.revision, adapter_base=first.base_model, dataset_name="x", truth=first.truth, prices=first.prices, seconds=0.0
+        key, first.revision, adapter_base=first.base_model, dataset_name="x", truth=first.truth, prices=first.prices, test=first.test, seconds=0.0
     )
     assert again.id == first.id and _counts(evaluator)[1] == 1

@@ -38,14 +38,16 @@ def test_stored_predictions_and_reported_metrics_agree(appliance_run, capsys, tm
     for evaluation in Evaluator(Settings()).store.evaluations(str(run)):
         entry = reported[evaluation.revision.revision]
         np.testing.assert_array_equal(evaluation.truth, items.prices)  # the real prices, item by item
-        assert evaluation.n == entry["n"] == 100
+        validation = ~items.test
+        assert evaluation.n == 100 and entry["n"] == validation.sum() and 0 < validation.sum() < 100
+        np.testing.assert_array_equal(evaluation.test, items.test)
         assert np.all((evaluation.prices.argmax >= 0) & (evaluation.prices.argmax <= 999))
-        recomputed = score(evaluation.truth, evaluation.prices.argmax)
+        recomputed = score(evaluation.truth[validation], evaluation.prices.argmax[validation])  # ranking uses validation only
         assert (recomputed.mae, recomputed.rmsle, recomputed.hit_rate) == (entry["mae"], entry["rmsle"], entry["hit_rate"])
 
         # the stored predictions, exported and scored as a predictions file, give the same figures
         exported = tmp_path / f"{evaluation.revision.revision}.jsonl"
-        pd.DataFrame({"price": evaluation.truth, "guess": evaluation.prices.argmax}).to_json(
+        pd.DataFrame({"price": evaluation.truth[validation], "guess": evaluation.prices.argmax[validation]}).to_json(
             exported, orient="records", lines=True
         )
         assert main(["score", str(exported), "--guess-field", "guess", "--json"]) == 0
