@@ -28,5 +28,7 @@ def require_token(service: ServiceDep, credentials: Annotated[HTTPAuthorizationC
     given = credentials.credentials if credentials else ""
     if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required", {"WWW-Authenticate": "Bearer"}
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid 'Authorization: Bearer <token>' header is required",
+            {"WWW-Authenticate": "Bearer"},
         )

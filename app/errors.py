@@ -18,6 +18,8 @@ STATUS_CODES: list[tuple[type[errors.PricerError], int]] = [
     (errors.RevisionNotFound, 404),
     (errors.DatasetNotFound, 404),
     (errors.JobNotFound, 404),
+    (errors.WatchNotFound, 404),
+    (errors.WebhookRefused, 401),
     (errors.NotEvaluated, 404),
     (errors.InvalidAdapter, 422),
     (errors.InvalidDataset, 422),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from app.deps import ServiceDep, require_token
 from app.schemas import (
@@ -18,13 +19,18 @@ from app.schemas import (
     PredictionsPublic,
     PredictRequest,
     RankedPublic,
+    WatchPublic,
+    WatchRequest,
+    WebhookIgnored,
 )
 from evaluator.errors import NotEvaluated
 from evaluator.metrics import METRICS
+from evaluator.service import PricerService
 
 router = APIRouter()
 Metric = Literal[METRICS]  # type: ignore[valid-type]
 Estimator = Literal["argmax", "mean"]
+Rule = Literal["earliest", "min"]
 RepoQuery = Query(default=None, max_length=200, description="default: the repo the service serves")
 
 
@@ -57,21 +63,76 @@ def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: 
 
 @router.get("/best-checkpoint", response_model=BestCheckpoint)
 def read_best_checkpoint(
-    service: ServiceDep, repo: str | None = RepoQuery, metric: Metric = "mae", estimator: Estimator = "argmax"
+    service: ServiceDep,
+    repo: str | None = RepoQuery,
+    metric: Metric | None = None,
+    rule: Rule | None = None,
+    estimator: Estimator = "argmax",
 ) -> BestCheckpoint:
-    """The best evaluated checkpoint of a repo, its evidence and the runner-up."""
+    """The checkpoint the rule chooses on validation items, its evidence, the runner-up and its test figure."""
     name = service.served_repo(repo)
-    ranking = service.ranking(name, metric=metric, estimator=estimator)
-    best = ranking[0]
+    choice = service.choice(name, metric=metric, rule=rule, estimator=estimator)
     served = service.served(name)
-    return BestCheckpoint(
-        **RankedPublic.of(name, best).model_dump(),
-        metric=metric,
-        estimator=estimator,
-        dataset=best.evaluation.dataset_name,
-        evaluated=len(ranking),
-        served=served is not None and served.evaluation.id == best.evaluation.id,
-        runner_up=RankedPublic.of(name, ranking[1]) if len(ranking) > 1 else None,
+    return BestCheckpoint.of(
+        name, choice, estimator=estimator, served=served is not None and served.evaluation.id == choice.chosen.evaluation.id
+    )
+
+
+@router.post("/watches", response_model=WatchPublic, dependencies=[Depends(require_token)], status_code=202)
+def create_watch(body: WatchRequest, service: ServiceDep) -> WatchPublic:
+    """Evaluate every checkpoint of a repo, and each new one as it appears."""
+    service.watch(body.repo, interval=body.interval_seconds)
+    return _watch(service, body.repo)
+
+
+@router.get("/watches", response_model=list[WatchPublic])
+def read_watches(service: ServiceDep) -> list[WatchPublic]:
+    """Every watched repo."""
+    return [_watch(service, watch.repo) for watch in service.watches.all()]
+
+
+@router.get("/watches/{repo:path}", response_model=WatchPublic)
+def read_watch(repo: str, service: ServiceDep) -> WatchPublic:
+    """A watched repo: its polls, its jobs, the chosen checkpoint and the overfitting alarm."""
+    return _watch(service, repo)
+
+
+@router.delete("/watches/{repo:path}", dependencies=[Depends(require_token)], status_code=204)
+def delete_watch(repo: str, service: ServiceDep) -> None:
+    """Stop watching a repo (its evaluations stay)."""
+    service.watches.remove(repo)
+
+
+@router.post("/webhooks/hub", response_model=EvaluationPublic | WebhookIgnored)
+def hub_webhook(
+    payload: dict, service: ServiceDep, response: Response, secret: str | None = Header(default=None, alias="X-Webhook-Secret")
+) -> EvaluationPublic | WebhookIgnored:
+    """A Hugging Face Hub webhook: a model repo's new head is evaluated at once; replays do no new work."""
+    submitted = service.on_hub_webhook(payload, secret=secret)
+    if submitted is None:
+        return WebhookIgnored(ignored="not a content update of a model repo")
+    result, created = submitted
+    response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+    return EvaluationPublic.of(result)
+
+
+def _watch(service: PricerService, repo: str) -> WatchPublic:
+    watch = service.watches.get(repo)
+    counts = Counter(result.job.status for result in service.jobs(repo))
+    try:
+        choice = service.choice(repo)
+    except NotEvaluated:
+        choice = None
+    chosen = choice.chosen.evaluation.revision if choice else None
+    return WatchPublic(
+        repo=repo,
+        interval_seconds=watch.interval,
+        checkpoints=watch.checkpoints,
+        last_polled=watch.last_polled,
+        last_error=watch.last_error,
+        jobs={s: counts.get(s, 0) for s in ("queued", "running", "done", "failed")},
+        chosen=CheckpointPublic(**CheckpointPublic.fields(repo, chosen)) if chosen else None,
+        overfitting=choice.overfitting.to_dict() if choice and choice.overfitting else None,
     )
 
 
@@ -96,4 +157,3 @@ def health(service: ServiceDep) -> Health:
         jobs=service.queue.counts(),
         running=running.id if running else None,
     )
-

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 from evaluator.data import MAX_DESCRIPTIONS
 from evaluator.metrics import Metrics
 from evaluator.ranking import Ranked
+from evaluator.selection import Candidate, Choice
 from evaluator.service import JobResult, ServedPrediction
 from evaluator.sources import Revision
 
@@ -37,7 +38,13 @@ class CheckpointPublic(BaseModel):
 
     @staticmethod
     def fields(repo: str, revision: Revision) -> dict:
-        return {"repo": repo, "revision": revision.revision, "commit": revision.commit, "step": revision.step, "epoch": revision.epoch}
+        return {
+            "repo": repo,
+            "revision": revision.revision,
+            "commit": revision.commit,
+            "step": revision.step,
+            "epoch": revision.epoch,
+        }
 
 
 class EvaluationPublic(CheckpointPublic):
@@ -89,13 +96,88 @@ class EvaluationsPublic(BaseModel):
     jobs: list[EvaluationPublic] = Field(description="every job of the repo, oldest first")
 
 
-class BestCheckpoint(RankedPublic):
+class PairedPublic(BaseModel):
+    difference: float
+    interval: tuple[float, float]
+    significant: bool
+
+
+class CandidatePublic(CheckpointPublic):
+    metrics: MetricsPublic = Field(description="on the validation items")
+    intervals: dict[str, tuple[float, float]]
+    p_best: float = Field(description="share of paired bootstrap resamples in which this checkpoint is the best")
+    versus_best: PairedPublic = Field(description="its metric minus the best checkpoint's, paired over the same items")
+
+    @classmethod
+    def of(cls, repo: str, candidate: Candidate) -> CandidatePublic:
+        return cls(
+            **CheckpointPublic.fields(repo, candidate.evaluation.revision),
+            metrics=_metrics(candidate.validation),
+            intervals=candidate.validation.intervals,
+            p_best=candidate.p_best,
+            versus_best=PairedPublic(**candidate.versus_best.to_dict()),
+        )
+
+
+class TestFigure(BaseModel):
+    metrics: MetricsPublic
+    intervals: dict[str, tuple[float, float]]
+
+
+class BestCheckpoint(CandidatePublic):
+    rule: str = Field(description="the selection rule, stated")
     metric: str
     estimator: str
     dataset: str
     evaluated: int
     served: bool = Field(description="whether /predict answers with this checkpoint now")
-    runner_up: RankedPublic | None
+    test: TestFigure | None = Field(
+        description="the chosen checkpoint on the test items, never used to choose: the expected error in use"
+    )
+    runner_up: CandidatePublic | None
+    versus_runner_up: PairedPublic | None = Field(description="chosen minus runner-up, paired")
+    overfitting: dict | None = Field(description="raised when validation error rose for several checkpoints past the best")
+    candidates: list[CandidatePublic] = Field(description="every checkpoint by step, with its evidence")
+
+    @classmethod
+    def of(cls, repo: str, choice: Choice, *, estimator: str, served: bool) -> BestCheckpoint:
+        chosen = CandidatePublic.of(repo, choice.chosen)
+        return cls(
+            **chosen.model_dump(),
+            rule=choice.statement,
+            metric=choice.metric,
+            estimator=estimator,
+            dataset=choice.chosen.evaluation.dataset_name,
+            evaluated=len(choice.candidates),
+            served=served,
+            test=TestFigure(metrics=_metrics(choice.test), intervals=choice.test.intervals) if choice.test else None,
+            runner_up=CandidatePublic.of(repo, choice.runner_up) if choice.runner_up else None,
+            versus_runner_up=PairedPublic(**choice.versus_runner_up.to_dict()) if choice.versus_runner_up else None,
+            overfitting=choice.overfitting.to_dict() if choice.overfitting else None,
+            candidates=[CandidatePublic.of(repo, c) for c in choice.candidates],
+        )
+
+
+class WatchRequest(BaseModel):
+    repo: str = Field(min_length=1, max_length=200, description="a Hub repo id or local/<run folder>")
+    interval_seconds: float | None = Field(
+        default=None, gt=0, le=86400, description="between polls; default PRICER_WATCH_INTERVAL"
+    )
+
+
+class WatchPublic(BaseModel):
+    repo: str
+    interval_seconds: float
+    checkpoints: int = Field(description="revisions found at the last poll")
+    last_polled: datetime | None
+    last_error: str | None
+    jobs: dict[str, int] = Field(description="the repo's jobs by status")
+    chosen: CheckpointPublic | None
+    overfitting: dict | None
+
+
+class WebhookIgnored(BaseModel):
+    ignored: str
 
 
 class PredictRequest(BaseModel):

@@ -92,3 +92,11 @@ class RunFolderInUse(PricerError, FileExistsError):
 
 class InvalidTrainingConfig(PricerError, ValueError):
     """A training setting is out of range or unknown."""
+
+
+class WatchNotFound(PricerError, LookupError):
+    """The repo is not watched."""
+
+
+class WebhookRefused(PricerError, PermissionError):
+    """A webhook call without the configured secret."""

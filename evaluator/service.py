@@ -9,19 +9,22 @@ adapter atomically when a better one is evaluated.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from evaluator.data import HeldOutSet, load_heldout, prompts_for
-from evaluator.errors import DatasetNotFound, InvalidRepoId, ModelNotReady, NotEvaluated, PricerError
+from evaluator.errors import DatasetNotFound, InvalidRepoId, ModelNotReady, NotEvaluated, PricerError, WebhookRefused
 from evaluator.evaluate import Evaluator
 from evaluator.jobs import DONE, QUEUED, RUNNING, Job, JobQueue
-from evaluator.ranking import Ranked
+from evaluator.ranking import Ranked, latest_group
 from evaluator.scoring import PriceModel
+from evaluator.selection import Choice, choose
 from evaluator.settings import Settings
 from evaluator.sources import CheckpointSource, Revision
-from evaluator.store import Evaluation
+from evaluator.store import Evaluation, utcnow
+from evaluator.watches import Watch, Watches
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +65,18 @@ class PricerService:
         self.settings = settings or Settings()
         self.evaluator = evaluator or Evaluator(self.settings)
         self.queue = JobQueue(self.evaluator.store)
-        default = load_heldout(self.settings.data)  # a broken data file stops the service before it starts
+        self.watches = Watches(self.evaluator.store)
+        default = load_heldout(self.settings.data, test_share=self.settings.test_share)  # a broken file stops it here
         self.default_dataset = default.name
         self.datasets: dict[str, HeldOutSet] = {default.name: default}
         self._served: dict[str, Served] = {}
         self._served_lock = threading.Lock()
         self._wake = threading.Event()
+        self._wake_poller = threading.Event()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
+        self._poller: threading.Thread | None = None
+        self._alarmed: set[str] = set()  # repos whose overfitting alarm was logged
         self.running: Job | None = None
 
     # ---- lifecycle
@@ -83,13 +90,16 @@ class PricerService:
         self._stopping.clear()
         self._worker = threading.Thread(target=self._work, name="pricer-worker", daemon=True)
         self._worker.start()
+        self._poller = threading.Thread(target=self._poll_watches, name="pricer-watches", daemon=True)
+        self._poller.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the running job (a job cut off by the process ending is requeued on the next start)."""
         self._stopping.set()
         self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout)
+        for thread in (self._worker, self._poller):
+            if thread is not None:
+                thread.join(timeout)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no job is queued or running (for the demo and tests). Returns False on timeout."""
@@ -123,7 +133,9 @@ class PricerService:
         """Ask for one evaluation. Returns (the job, whether it is new work); a checkpoint already
         evaluated (or queued) with the same base, data and config gives that job instead."""
         source, data = self.source(repo), self.dataset(dataset)
-        resolved = source.resolve(revision) if revision else source.latest()
+        return self._enqueue(repo, source, source.resolve(revision) if revision else source.latest(), data)
+
+    def _enqueue(self, repo: str, source: CheckpointSource, resolved: Revision, data: HeldOutSet) -> tuple[JobResult, bool]:
         base = self.evaluator.base_for(source, resolved)
         if base and (stored := self.evaluator.store.find(self.evaluator.key(source, resolved, base, data))):
             job, _ = self.queue.add(repo, stored.revision, **self._job_data(data), evaluation_id=stored.id)
@@ -146,8 +158,22 @@ class PricerService:
         return JobResult(job, evaluation)
 
     def ranking(self, repo: str, *, metric: str = "mae", estimator: str = "argmax") -> list[Ranked]:
-        """The repo's evaluated checkpoints on the default data, best first."""
+        """The repo's evaluated checkpoints on the default data's validation items, best first."""
         return self.evaluator.ranking(self.source(repo).name, dataset=self.dataset(None), metric=metric, estimator=estimator)
+
+    def choice(self, repo: str, *, metric: str | None = None, rule: str | None = None, estimator: str = "argmax") -> Choice:
+        """The checkpoint the rule chooses on the validation items, with its evidence and test figure."""
+        evaluations = latest_group(
+            self.evaluator.store.evaluations(self.source(repo).name, dataset_fingerprint=self.dataset(None).fingerprint)
+        )
+        return choose(
+            evaluations,
+            metric=metric or self.settings.metric,
+            rule=rule or self.settings.rule,
+            estimator=estimator,
+            test_mask=evaluations[0].test,
+            patience=self.settings.overfit_patience,
+        )
 
     def served_repo(self, repo: str | None = None) -> str:
         """The repo asked for, else the one this service serves (`PRICER_REPO`, or the latest evaluated)."""
@@ -193,6 +219,49 @@ class PricerService:
         finally:
             self.running = None
 
+    # ---- watches and webhooks
+
+    def watch(self, repo: str, *, interval: float | None = None) -> Watch:
+        """Evaluate every checkpoint `repo` has, and each new one as it appears."""
+        self.source(repo)  # a malformed repo is refused now, not at the first poll
+        watch, _ = self.watches.add(repo, interval or self.settings.watch_interval)
+        self._wake_poller.set()
+        return watch
+
+    def on_hub_webhook(self, payload: dict, *, secret: str | None) -> tuple[JobResult, bool] | None:
+        """A Hub webhook call: a model repo's new head is evaluated at once. None: not an event to act on."""
+        expected = self.settings.webhook_secret
+        if expected is not None and not secrets.compare_digest((secret or "").encode(), expected.get_secret_value().encode()):
+            raise WebhookRefused("a valid X-Webhook-Secret header is required")
+        event, repo = payload.get("event") or {}, payload.get("repo") or {}
+        if repo.get("type") != "model" or not str(event.get("scope", "")).startswith("repo.content"):
+            return None
+        if event.get("action") not in ("create", "update") or not repo.get("name"):
+            return None
+        return self.submit(str(repo["name"]), str(repo.get("headSha") or "main"))
+
+    def _poll_watches(self) -> None:
+        while not self._stopping.is_set():
+            now = utcnow()
+            for watch in self.watches.all():
+                if watch.due(now) and not self._stopping.is_set():
+                    self._poll(watch)
+            self._wake_poller.wait(timeout=1.0)
+            self._wake_poller.clear()
+
+    def _poll(self, watch: Watch) -> None:
+        try:
+            source, data = self.source(watch.repo), self.dataset(None)
+            revisions = source.revisions()
+            for revision in revisions:
+                self._enqueue(watch.repo, source, revision, data)
+            self.watches.polled(watch.repo, checkpoints=len(revisions))
+        except PricerError as exc:  # a repo with no checkpoint yet, or the Hub down: try again next time
+            self.watches.polled(watch.repo, error=str(exc))
+        except Exception as exc:
+            log.exception("polling %s failed", watch.repo)
+            self.watches.polled(watch.repo, error=f"internal error: {type(exc).__name__}: {exc}")
+
     # ---- serving
 
     def _restore_served(self) -> None:
@@ -203,8 +272,18 @@ class PricerService:
                 log.exception("cannot serve %s", repo)
 
     def _refresh_served(self, repo: str) -> None:
-        """Serve the repo's best checkpoint, swapping adapters atomically when it changed."""
-        best = self.ranking(repo)[0].evaluation
+        """Serve the checkpoint the rule chooses, swapping adapters atomically when it changed."""
+        choice = self.choice(repo)
+        if choice.overfitting and repo not in self._alarmed:
+            self._alarmed.add(repo)
+            log.warning(
+                "%s is overfitting: validation %s rose for %d checkpoints past step %s",
+                repo,
+                choice.metric,
+                choice.overfitting.checkpoints,
+                choice.overfitting.since_step,
+            )
+        best = choice.chosen.evaluation
         current = self._served.get(repo)
         if current is not None and current.evaluation.id == best.id:
             return

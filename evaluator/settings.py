@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(default=None, description="when set, POST /evaluate needs 'Authorization: Bearer <it>'")
     host: str = Field(default="127.0.0.1", description="address `pricer serve` listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port `pricer serve` listens on")
+    test_share: float = Field(default=0.5, ge=0, lt=1, description="share of held-out items kept for the test part")
+    metric: str = Field(default="mae", pattern="^(mae|rmsle|hit_rate)$", description="what chooses the checkpoint")
+    rule: str = Field(default="earliest", pattern="^(earliest|min)$", description="how the checkpoint is chosen")
+    overfit_patience: int = Field(default=3, ge=1, description="rising checkpoints past the best that raise the alarm")
+    watch_interval: float = Field(default=30.0, gt=0, description="seconds between polls of a watched repo")
+    webhook_secret: SecretStr | None = Field(default=None, description="X-Webhook-Secret that POST /webhooks/hub must carry")
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "PRICER_HF_TOKEN"))
     hf_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("HF_ENDPOINT", "PRICER_HF_ENDPOINT"))
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from evaluator.adapters import read_adapter
 from evaluator.data import build_prompt, catalogue_split
@@ -68,8 +69,15 @@ def test_evaluate_two_revisions_then_best_checkpoint_and_predict(make_server):
         assert [r["metrics"]["mae"] for r in ranking] == sorted(job["metrics"]["mae"] for job in done)
         assert [job["id"] for job in listing["jobs"]] == [job["id"] for job in done]
         best = client.get("/best-checkpoint", params={"repo": REPO}).json()
-        assert best["revision"] == ranking[0]["revision"] and best["runner_up"]["revision"] == ranking[1]["revision"]
-        assert best["metrics"] == ranking[0]["metrics"] and best["evaluated"] == 2
+        assert best["rule"].startswith("the earliest checkpoint") and best["evaluated"] == 2
+        assert {best["revision"], best["runner_up"]["revision"]} == {"checkpoint-10", "checkpoint-30"}
+        lowest = client.get("/best-checkpoint", params={"repo": REPO, "rule": "min"}).json()
+        assert lowest["revision"] == ranking[0]["revision"] and lowest["metrics"] == ranking[0]["metrics"]
+        # the rule takes the lowest error, or an earlier checkpoint that is not significantly worse
+        assert best["revision"] == lowest["revision"] or (best["step"] < lowest["step"] and not best["versus_best"]["significant"])
+        assert sum(c["p_best"] for c in best["candidates"]) == pytest.approx(1.0)
+        n_test = 48 - validation_size(server.env["PRICER_DATA"])
+        assert best["test"]["metrics"]["n"] == n_test and 0 < n_test < 48  # out of sample: the test items only
         assert client.get("/best-checkpoint").json()["commit"] == best["commit"]  # the repo the service serves
 
         _wait_served(server, best["commit"])
