@@ -127,3 +127,21 @@ def test_the_service_evaluates_a_hub_revision_over_http(make_server, hub_server,
         assert missing.status_code == 404 and "no such Hub repo" in missing.json()["detail"]
         unknown = server.client.post("/evaluate", json={"repo": REPO, "revision": "no-such-branch"}, headers=auth)
         assert unknown.status_code == 404
+
+
+def test_hub_webhook_evaluates_the_new_head_checks_the_secret_and_ignores_replays(make_server, hub_server, pushed):
+    _, shas = pushed
+    payload = {"event": {"action": "update", "scope": "repo.content"}, "repo": {"type": "model", "name": REPO, "headSha": shas[0]}}
+    with make_server(HF_ENDPOINT=hub_server.endpoint, PRICER_WEBHOOK_SECRET="whsec-for-tests").start() as server:
+        client = server.client
+        assert client.post("/webhooks/hub", json=payload, headers={"X-Webhook-Secret": "wrong"}).status_code == 401
+        assert client.post("/webhooks/hub", json=payload).status_code == 401
+        first = client.post("/webhooks/hub", json=payload, headers={"X-Webhook-Secret": "whsec-for-tests"})
+        assert first.status_code == 202 and first.json()["commit"] == shas[0] and first.json()["step"] == 10
+        assert server.wait_for(first.json()["id"])["status"] == "done"
+        replay = client.post("/webhooks/hub", json=payload, headers={"X-Webhook-Secret": "whsec-for-tests"})
+        assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]  # no new work
+        other = {**payload, "event": {"action": "update", "scope": "repo.config"}}
+        assert "ignored" in client.post("/webhooks/hub", json=other, headers={"X-Webhook-Secret": "whsec-for-tests"}).json()
+        assert len(client.get("/evaluations", params={"repo": REPO}).json()["jobs"]) == 1
+    assert "whsec-for-tests" not in server.log.read_text()

@@ -166,3 +166,24 @@ def test_training_data_from_a_hub_dataset(hub_server, monkeypatch, tmp_path, app
     for bad in ("hf://datasets/pricer-tests/appliance-items/data/missing.jsonl", "hf://datasets/no-slash", "hf://models/a/b/c.jsonl"):
         with pytest.raises(InvalidDataset):
             load_heldout(bad)
+
+
+def test_the_alarm_rises_when_validation_error_rises_and_the_callback_stops_training(make_server, tiny_base, tmp_path):
+    frame = catalogue_split()[0].iloc[:64]
+    median = float(frame.price.median())
+    # validation prices mirrored around the median on a log scale: the better the model learns the real
+    # prices, the worse it does here, so validation error rises as training goes on
+    mirrored = frame.assign(price=(median**2 / frame.price).clip(1, 999), split="validation")
+    data = tmp_path / "mirrored.jsonl"
+    mirrored[["title", "details", "price", "split"]].to_json(data, orient="records", lines=True)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    env = {"PRICER_CHECKPOINT_ROOT": str(runs), "PRICER_DATA": str(data), "PRICER_OVERFIT_PATIENCE": "2"}
+    with make_server(**env).start() as server:
+        callback = PricerCallback(f"http://127.0.0.1:{server.port}", api_token=API_TOKEN, stop_on_overfit=True)
+        config = preset("tiny", max_steps=240, save_steps=8)
+        result = train(tiny_base, heldout_from_frame(frame, name="train"), runs / "overfit", config, callbacks=[callback])
+        assert callback.overfitting is not None and result.steps < 240  # stopped early
+        best = server.client.get("/best-checkpoint", params={"repo": "local/overfit"}).json()
+        assert best["overfitting"]["rise"]["significant"] and best["overfitting"]["since_step"] >= best["step"]
+        assert best["test"] is None  # every item is a validation item here

@@ -30,11 +30,22 @@ class PricerCallback(TrainerCallback):
         repo: as the service names the run: "local/<output folder name>" (the default, from the
             trainer's output_dir) or the Hub repo the run pushes to.
         api_token: the service's `PRICER_API_TOKEN`, when it has one.
+        stop_on_overfit: stop training once the service raises the repo's overfitting alarm (validation
+            error rising for several checkpoints past the best); the best checkpoint is already saved.
         timeout: seconds per request.
     """
 
-    def __init__(self, url: str, *, repo: str | None = None, api_token: str | None = None, timeout: float = 10.0) -> None:
-        self.url, self.repo = url.rstrip("/"), repo
+    def __init__(
+        self,
+        url: str,
+        *,
+        repo: str | None = None,
+        api_token: str | None = None,
+        stop_on_overfit: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url, self.repo, self.stop_on_overfit = url.rstrip("/"), repo, stop_on_overfit
+        self.overfitting: dict | None = None  # the service's alarm, once raised
         headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self._outbox: queue.Queue[dict | None] = queue.Queue()
@@ -48,6 +59,15 @@ class PricerCallback(TrainerCallback):
         # a local run's checkpoint is its folder; a Hub run's newest checkpoint is the head of main
         revision = f"checkpoint-{state.global_step}" if repo.startswith("local/") else None
         self._outbox.put({"repo": repo, "revision": revision})
+        self._stop_if_overfitting(state, control)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._stop_if_overfitting(state, control)
+
+    def _stop_if_overfitting(self, state, control) -> None:
+        if self.stop_on_overfit and self.overfitting and not control.should_training_stop:
+            log.warning("pricer: validation error is rising (%s); stopping at step %d", self.overfitting, state.global_step)
+            control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
         self.close()
@@ -63,10 +83,20 @@ class PricerCallback(TrainerCallback):
             if body is not None:
                 self._pending.append(body)
             self._pending = [b for b in self._pending if not self._send(b)]  # retry earlier failures too
+            if body is not None and self.stop_on_overfit:
+                self._check_overfitting(body["repo"])
             if body is None:
                 if self._pending:
                     log.warning("pricer at %s did not take %d checkpoint(s); evaluate them later", self.url, len(self._pending))
                 return
+
+    def _check_overfitting(self, repo: str) -> None:
+        try:
+            response = self._client.get("/best-checkpoint", params={"repo": repo})
+        except httpx.HTTPError:
+            return
+        if response.status_code == 200 and response.json().get("overfitting"):
+            self.overfitting = response.json()["overfitting"]
 
     def _send(self, body: dict) -> bool:
         try:

@@ -1,0 +1,160 @@
+"""Racing against full evaluation on a sweep of real checkpoints: the same choice, for how many item scorings.
+
+The tiny model is fine-tuned on real appliance items (the first 1,200 of
+`appliances_lite_2000.jsonl`), a checkpoint every 15 steps (20 checkpoints); 600 other items
+are held out and their validation part is used. Full evaluation scores every checkpoint on
+every validation item and lets `selection.choose` pick; racing (`evaluator.racing`) scores in
+rounds on growing random subsets and drops checkpoints significantly worse than the leader.
+Both run in the same process on the same checkpoints and items, so the ratios compare like with like.
+
+Racing runs for real with the model for a few item orders (wall time, adapter loads included),
+then is replayed over many more item orders on the full evaluation's per-item errors (the
+decision core needs no model), which gives how often it agrees and the spread of its cost;
+the replays also cover the other metrics (RMSLE, hit rate), where near-ties are more common.
+
+    python bench/racing.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from evaluator.adapters import read_adapter
+from evaluator.data import heldout_from_frame
+from evaluator.metrics import HIGHER_IS_BETTER, METRICS, item_errors
+from evaluator.racing import ROUNDS, RaceResult, race, race_checkpoints
+from evaluator.scoring import ItemPrices, PriceModel
+from evaluator.selection import _paired, choose, paired_resamples
+from evaluator.sources import LocalRun
+from evaluator.store import Evaluation
+from evaluator.tiny import make_tiny_base
+from trainer import preset, train
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pricer" / "appliances_lite_2000.jsonl"
+
+
+def full_evaluation(model: PriceModel, folders: list[Path], prompts: list[str], batch_size: int) -> list[ItemPrices]:
+    """Every checkpoint on every item, one adapter loaded at a time (both estimators come from the one pass)."""
+    prices = []
+    for k, folder in enumerate(folders):
+        name = model.load_adapter(read_adapter(folder), f"full_{k}")
+        prices.append(model.price(prompts, adapter=name, batch_size=batch_size))
+        model.release_adapter(name)
+    return prices
+
+
+def full_choice(folders: list[Path], truth: np.ndarray, prices: list[ItemPrices], metric: str, rule: str, estimator: str) -> int:
+    """The index `selection.choose` picks from the full evaluation."""
+    evaluations = [
+        Evaluation(k, LocalRun(folder.parent).resolve(folder.name), "tiny", "heldout", "fp", "cfg", truth, p,
+                   np.zeros(truth.size, bool), 0.0, datetime.now())
+        for k, (folder, p) in enumerate(zip(folders, prices, strict=True))
+    ]
+    return choose(evaluations, metric=metric, rule=rule, estimator=estimator).chosen.evaluation.id
+
+
+def agrees(values: np.ndarray, picked: int, full: int, metric: str) -> bool:
+    """Racing's pick is full evaluation's, or not significantly worse than it on every validation item (paired, 95%)."""
+    point, resampled = paired_resamples(values, metric)
+    paired = _paired(point, resampled, picked, full, 0.95)
+    return picked == full or (paired.high >= 0 if HIGHER_IS_BETTER[metric] else paired.low <= 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REAL_DATA)
+    parser.add_argument("--train-items", type=int, default=1200)
+    parser.add_argument("--heldout-items", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--save-steps", type=int, default=15)
+    parser.add_argument("--max-length", type=int, default=512, help="training tokens per item: the tiny tokenizer's prompts are ~390")
+    parser.add_argument("--metric", default="mae")
+    parser.add_argument("--rule", default="earliest")
+    parser.add_argument("--estimators", nargs="+", default=["argmax", "mean"], choices=["argmax", "mean"])
+    parser.add_argument("--seeds", type=int, default=3, help="item orders raced for real, with the model")
+    parser.add_argument("--replays", type=int, default=200, help="item orders replayed on the full evaluation's errors")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pricer-bench-racing")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # 2 shared cores
+
+    base = make_tiny_base(args.work / "tiny-llama")
+    frame = pd.read_json(args.data, lines=True)
+    training = heldout_from_frame(frame.iloc[: args.train_items], name="appliances-train")
+    heldout = heldout_from_frame(frame.iloc[args.train_items : args.train_items + args.heldout_items], name="appliances-heldout")
+    run = args.work / f"run-{args.train_items}-{args.steps}-{args.save_steps}-{args.max_length}"
+    if not (run / f"checkpoint-{args.steps}").is_dir():
+        started = time.perf_counter()
+        config = preset("tiny", max_steps=args.steps, save_steps=args.save_steps, max_length=args.max_length)
+        train(base, training, run, config, resume=run.is_dir())
+        print(f"trained {args.steps} steps in {time.perf_counter() - started:.0f} s")
+    folders = [run / r.revision for r in LocalRun(run).revisions()]  # in training order
+    validation = np.flatnonzero(~heldout.test)
+    prompts, truth = [heldout.prompts[i] for i in validation], heldout.prices[validation]
+    model = PriceModel(str(base), device="cpu")
+    model.price(prompts[:8])  # warm-up
+
+    started = time.perf_counter()
+    prices = full_evaluation(model, folders, prompts, args.batch_size)
+    full_s = time.perf_counter() - started
+    print(f"checkpoints: {len(folders)} ({folders[0].name} .. {folders[-1].name}), validation items: {len(prompts)}, "
+          f"rounds: {', '.join(f'{f:.3g}' for f in ROUNDS)}, rule: {args.rule}, metric: {args.metric}")
+    print(f"full evaluation: {len(folders) * len(prompts)} item scorings in {full_s:.1f} s (both estimators in one pass)")
+    for estimator in args.estimators:
+        compare(args, model, folders, heldout, truth, prices, estimator, full_s)
+    print(f"\nreplayed only ({args.replays} item orders each, rule {args.rule}): same checkpoint / within tolerance / share mean, max")
+    for estimator in args.estimators:
+        for metric in METRICS:
+            full = full_choice(folders, truth, prices, metric, args.rule, estimator)
+            values = item_errors(truth[None], np.stack([p.guesses(estimator) for p in prices]))[metric]
+            replays = replay(values, metric, args.rule, args.replays)
+            shares = np.array([r.share for r in replays])
+            print(f"  {estimator:>6} {metric:<8} full picks {folders[full].name:<15} same {sum(r.chosen == full for r in replays)}"
+                  f"/{len(replays)}  within {sum(agrees(values, r.chosen, full, metric) for r in replays)}/{len(replays)}  "
+                  f"share {shares.mean():.1%}, {shares.max():.1%}")
+
+
+def replay(values: np.ndarray, metric: str, rule: str, orders: int) -> list[RaceResult]:
+    """Racing over `orders` item orders on per-item values already computed: the decision core alone."""
+    return [race(len(values), lambda k, items: values[k, items], values.shape[1], metric=metric, rule=rule, shuffle_seed=seed)
+            for seed in range(orders)]
+
+
+def compare(args, model, folders, heldout, truth, prices, estimator: str, full_s: float) -> None:
+    """Full evaluation's pick against racing's, for one estimator of the price."""
+    full = full_choice(folders, truth, prices, args.metric, args.rule, estimator)
+    values = item_errors(truth[None], np.stack([p.guesses(estimator) for p in prices]))[args.metric]
+    live: list[tuple[RaceResult, float]] = []
+    for seed in range(args.seeds):
+        started = time.perf_counter()
+        result = race_checkpoints(model, folders, heldout, metric=args.metric, rule=args.rule, shuffle_seed=seed,
+                                  estimator=estimator, batch_size=args.batch_size)
+        live.append((result, time.perf_counter() - started))
+    replays = replay(values, args.metric, args.rule, args.replays)
+
+    tag = f"[{estimator:>6}]"
+    print(f"\n{tag} step  " + "  ".join(f"{f.name.removeprefix('checkpoint-'):>5}" for f in folders))
+    print(f"{tag} {args.metric:<5} " + "  ".join(f"{m:5.1f}" for m in values.mean(axis=1)))
+    print(f"{tag} raced " + "  ".join(f"{n:5d}" for n in live[0][0].scored) + "   (items scored, item order 0)")
+    print(f"{tag} full evaluation picks {folders[full].name}")
+    for seed, (result, seconds) in enumerate(live):
+        verdict = "same" if result.chosen == full else "not significantly worse" if agrees(values, result.chosen, full,
+                                                                                           args.metric) else "WORSE"
+        print(f"{tag} racing, item order {seed}: picks {folders[result.chosen].name} ({verdict}); {result.scorings} "
+              f"item scorings ({result.share:.1%}) in {seconds:.1f} s ({seconds / full_s:.0%} of full's wall time)")
+    same = sum(r.chosen == full for r in replays)
+    within = sum(agrees(values, r.chosen, full, args.metric) for r in replays)
+    shares = np.array([r.share for r in replays])
+    print(f"{tag} replayed over {len(replays)} item orders: same checkpoint {same}/{len(replays)}, within the rule's "
+          f"tolerance {within}/{len(replays)}; share of item scorings mean {shares.mean():.1%}, max {shares.max():.1%}")
+
+if __name__ == "__main__":
+    main()
