@@ -16,6 +16,7 @@ from evaluator.data import HeldOutSet, prompts_for
 from evaluator.errors import InvalidAdapter, NotEvaluated
 from evaluator.ranking import Ranked, latest_group, rank
 from evaluator.scoring import PriceModel, ScoringConfig
+from evaluator.selection import Choice, choose
 from evaluator.settings import Settings
 from evaluator.sources import CheckpointSource, Revision, open_source
 from evaluator.store import Evaluation, EvaluationKey, Store
@@ -118,6 +119,23 @@ class Evaluator:
         if not evaluations:
             raise NotEvaluated(f"{source_name}: nothing is evaluated yet" + (f" on {dataset.name}" if dataset else ""))
         return rank(latest_group(evaluations), metric=metric, estimator=estimator)
+
+    def choice(
+        self,
+        source_name: str,
+        *,
+        dataset: HeldOutSet | None = None,
+        metric: str = "mae",
+        rule: str = "earliest",
+        estimator: str = "argmax",
+        patience: int = 3,
+    ) -> Choice:
+        """The checkpoint `rule` chooses on the validation items (default data: the most recently used)."""
+        evaluations = self.store.evaluations(source_name, dataset_fingerprint=dataset.fingerprint if dataset else None)
+        if not evaluations:
+            raise NotEvaluated(f"{source_name}: nothing is evaluated yet" + (f" on {dataset.name}" if dataset else ""))
+        group = latest_group(evaluations)
+        return choose(group, metric=metric, rule=rule, estimator=estimator, test_mask=group[0].test, patience=patience)
 
     def predict(
         self, source: CheckpointSource, descriptions: list[str], *, metric: str = "mae", estimator: str = "argmax"

@@ -25,7 +25,7 @@ from evaluator.adapters import read_adapter
 from evaluator.data import HeldOutSet
 from evaluator.metrics import HIGHER_IS_BETTER, METRICS, item_errors
 from evaluator.scoring import PriceModel
-from evaluator.selection import RULES, SAMPLES, Paired, _paired, paired_resamples
+from evaluator.selection import RULES, SAMPLES, paired, paired_resamples, pick, significantly_worse
 
 ROUNDS = (1 / 8, 1 / 4, 1 / 2, 1.0)
 MIN_ITEMS = 30  # no candidate is dropped on fewer shared items: a percentile bootstrap of a handful is too narrow
@@ -57,24 +57,6 @@ class RaceResult:
     @property
     def share(self) -> float:
         return self.scorings / self.full
-
-
-def pick(values: np.ndarray, metric: str, rule: str, *, confidence: float = 0.95, samples: int = SAMPLES, seed: int = 0) -> int:
-    """`selection.choose`'s rule on per-item values (K, n) of K candidates in training order: the index it picks.
-
-    (Written here, not in `selection`, which works on stored `Evaluation`s; the statistics are its own helpers.)
-    """
-    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
-    point, resampled = paired_resamples(values, metric, samples=samples, seed=seed)
-    best = int(np.argmin(sign * point))  # ties: the earliest
-    if rule == "min":
-        return best
-    return next(k for k in range(len(values)) if not _worse(_paired(point, resampled, k, best, confidence), sign))
-
-
-def _worse(paired: Paired, sign: float) -> bool:
-    """Whether a paired difference (candidate minus reference) says the candidate is significantly worse."""
-    return paired.low > 0 if sign > 0 else paired.high < 0
 
 
 def race(
@@ -120,13 +102,12 @@ def race(
         shared = values[alive][:, order[:upto]]
         point, resampled = paired_resamples(shared, metric, samples=samples, seed=seed)
         leader = int(np.argmin(sign * point))
-        keep = [i for i in range(len(alive)) if not _worse(_paired(point, resampled, i, leader, confidence), sign)]
+        keep = [i for i in range(len(alive)) if not significantly_worse(paired(point, resampled, i, leader, confidence), metric)]
         for i in set(range(len(alive))) - set(keep):
             dropped[alive[i]] = number
         alive = [alive[i] for i in keep]
-    final = values[alive]
-    chosen = alive[pick(final, metric, rule, confidence=confidence, samples=samples, seed=seed)]
-    best = alive[int(np.argmin(sign * final.mean(axis=1)))]  # RMSLE's root keeps the order of the means
+    point, resampled = paired_resamples(values[alive], metric, samples=samples, seed=seed)
+    chosen, best = (alive[i] for i in pick(point, resampled, metric=metric, rule=rule, confidence=confidence))
     return RaceResult(chosen, best, tuple(scored), tuple(dropped), n_items)
 
 

@@ -108,10 +108,25 @@ def paired_resamples(values: np.ndarray, metric: str, *, samples: int = SAMPLES,
     return _summary(metric, values.mean(axis=1)), resampled
 
 
-def _paired(point: np.ndarray, resampled: np.ndarray, k: int, ref: int, confidence: float) -> Paired:
+def paired(point: np.ndarray, resampled: np.ndarray, k: int, ref: int, confidence: float) -> Paired:
     tail = (1 - confidence) / 2 * 100
     diffs = resampled[:, k] - resampled[:, ref]
     return Paired(float(point[k] - point[ref]), float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail)))
+
+
+def significantly_worse(difference: Paired, metric: str) -> bool:
+    """Whether a paired difference (candidate minus reference) says the candidate is significantly worse."""
+    return difference.high < 0 if HIGHER_IS_BETTER[metric] else difference.low > 0
+
+
+def pick(point: np.ndarray, resampled: np.ndarray, *, metric: str, rule: str, confidence: float = 0.95) -> tuple[int, int]:
+    """(chosen, best) indices among K candidates in training order, from their point (K,) and resampled (B, K) values."""
+    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
+    best = int(np.argmin(sign * point))  # ties: the earliest
+    if rule == "min":
+        return best, best
+    chosen = next(k for k in range(point.size) if not significantly_worse(paired(point, resampled, k, best, confidence), metric))
+    return chosen, best
 
 
 def choose(
@@ -151,17 +166,14 @@ def choose(
     sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0  # compare as "lower is better"
     values = np.stack([_per_item(e, metric, estimator, validation_items) for e in by_step])
     point, resampled = paired_resamples(values, metric, samples=samples, seed=seed)
-    best = int(np.argmin(sign * point))  # ties: the earliest
+    chosen, best = pick(point, resampled, metric=metric, rule=rule, confidence=confidence)
     winners = np.argmin(sign * resampled, axis=1)
     p_best = np.bincount(winners, minlength=len(by_step)) / samples
-    versus_best = [_paired(point, resampled, k, best, confidence) for k in range(len(by_step))]
+    versus_best = [paired(point, resampled, k, best, confidence) for k in range(len(by_step))]
     candidates = [
         Candidate(e, score(e.truth[validation_items], e.prices.guesses(estimator)[validation_items]), float(p), v)
         for e, p, v in zip(by_step, p_best, versus_best, strict=True)
     ]
-
-    worse = [sign * v.low > 0 if sign > 0 else v.high < 0 for v in versus_best]  # significantly worse than the best
-    chosen = best if rule == "min" else next(k for k in range(len(by_step)) if not worse[k])
     others = [k for k in np.argsort(sign * point, kind="stable") if k != chosen]
     runner_up = int(others[0]) if others else None
     test_items = np.flatnonzero(test)
@@ -176,7 +188,7 @@ def choose(
         chosen=candidates[chosen],
         best=candidates[best],
         runner_up=candidates[runner_up] if runner_up is not None else None,
-        versus_runner_up=_paired(point, resampled, chosen, runner_up, confidence) if runner_up is not None else None,
+        versus_runner_up=paired(point, resampled, chosen, runner_up, confidence) if runner_up is not None else None,
         test=test_metrics,
         overfitting=_overfitting(point, resampled, best, by_step, sign, patience, confidence),
     )
@@ -192,8 +204,7 @@ def _overfitting(
         return None
     tail = after[-patience:]
     rising = all(sign * (point[k] - point[k - 1]) > 0 for k in tail)
-    rise = _paired(point, resampled, len(by_step) - 1, best, confidence)
-    significant = rise.low > 0 if sign > 0 else rise.high < 0
-    if not (rising and significant):
+    rise = paired(point, resampled, len(by_step) - 1, best, confidence)
+    if not (rising and (rise.low > 0 if sign > 0 else rise.high < 0)):
         return None
     return Overfitting(by_step[best].revision.step, len(after), rise)

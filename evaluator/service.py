@@ -18,9 +18,9 @@ from evaluator.data import HeldOutSet, load_heldout, prompts_for
 from evaluator.errors import DatasetNotFound, InvalidRepoId, ModelNotReady, NotEvaluated, PricerError, WebhookRefused
 from evaluator.evaluate import Evaluator
 from evaluator.jobs import DONE, QUEUED, RUNNING, Job, JobQueue
-from evaluator.ranking import Ranked, latest_group
+from evaluator.ranking import Ranked
 from evaluator.scoring import PriceModel
-from evaluator.selection import Choice, choose
+from evaluator.selection import Choice
 from evaluator.settings import Settings
 from evaluator.sources import CheckpointSource, Revision
 from evaluator.store import Evaluation, utcnow
@@ -163,15 +163,12 @@ class PricerService:
 
     def choice(self, repo: str, *, metric: str | None = None, rule: str | None = None, estimator: str = "argmax") -> Choice:
         """The checkpoint the rule chooses on the validation items, with its evidence and test figure."""
-        evaluations = latest_group(
-            self.evaluator.store.evaluations(self.source(repo).name, dataset_fingerprint=self.dataset(None).fingerprint)
-        )
-        return choose(
-            evaluations,
+        return self.evaluator.choice(
+            self.source(repo).name,
+            dataset=self.dataset(None),
             metric=metric or self.settings.metric,
             rule=rule or self.settings.rule,
             estimator=estimator,
-            test_mask=evaluations[0].test,
             patience=self.settings.overfit_patience,
         )
 

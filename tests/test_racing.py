@@ -13,7 +13,7 @@ from evaluator.data import HeldOutSet
 from evaluator.metrics import item_errors
 from evaluator.racing import race, race_checkpoints
 from evaluator.scoring import ItemPrices
-from evaluator.selection import _paired, choose, paired_resamples
+from evaluator.selection import choose, paired, paired_resamples, significantly_worse
 from evaluator.sources import Revision
 from evaluator.store import Evaluation
 
@@ -59,8 +59,7 @@ class Scorer:
 
 def _not_significantly_worse(values: np.ndarray, picked: int, reference: int, metric: str = "mae") -> bool:
     point, resampled = paired_resamples(values, metric)
-    paired = _paired(point, resampled, picked, reference, 0.95)
-    return (paired.low <= 0) if metric != "hit_rate" else (paired.high >= 0)
+    return not significantly_worse(paired(point, resampled, picked, reference, 0.95), metric)
 
 
 @pytest.mark.parametrize("rule", ["earliest", "min"])
