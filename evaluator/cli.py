@@ -113,39 +113,114 @@ def cmd_revisions(args: argparse.Namespace) -> None:
     print(table.drop(columns="message").to_string(index=False, na_rep="-"))
 
 
+def _choice_dict(choice) -> dict:
+    def candidate(c) -> dict:
+        rev = c.evaluation.revision
+        return {
+            "revision": rev.revision,
+            "commit": rev.commit,
+            "step": rev.step,
+            "epoch": rev.epoch,
+            **c.validation.to_dict(),
+            "p_best": c.p_best,
+            "versus_best": c.versus_best.to_dict(),
+        }
+
+    return {
+        "rule": choice.statement,
+        "metric": choice.metric,
+        "best": candidate(choice.chosen),
+        "test": choice.test.to_dict() if choice.test else None,
+        "runner_up": candidate(choice.runner_up) if choice.runner_up else None,
+        "versus_runner_up": choice.versus_runner_up.to_dict() if choice.versus_runner_up else None,
+        "overfitting": choice.overfitting.to_dict() if choice.overfitting else None,
+        "evaluated": len(choice.candidates),
+        "candidates": [candidate(c) for c in choice.candidates],
+    }
+
+
+def _print_choice(choice) -> None:
+    chosen = choice.chosen
+    rev = chosen.evaluation.revision
+    print(f"rule: {choice.statement}")
+    print(f"chosen of {len(choice.candidates)}: {rev.revision} (commit {rev.commit[:10]}, step {rev.step}, epoch {rev.epoch})")
+    print(f"  validation ({chosen.validation.n} items), P(best) {chosen.p_best:.0%}")
+    for name, cell in _metric_cells(chosen.validation).items():
+        print(f"    {name:<10} {cell}")
+    if choice.test:
+        print(f"  test ({choice.test.n} items, never used to choose): the error to expect in use")
+        for name, cell in _metric_cells(choice.test).items():
+            print(f"    {name:<10} {cell}")
+    if choice.runner_up:
+        d = choice.versus_runner_up
+        print(
+            f"runner-up: {choice.runner_up.evaluation.revision.revision}, P(best) {choice.runner_up.p_best:.0%}; "
+            f"chosen minus runner-up {choice.metric}: {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+        )
+    if choice.overfitting:
+        o = choice.overfitting
+        print(f"overfitting: validation {choice.metric} rose for {o.checkpoints} checkpoints past step {o.since_step}")
+
+
 def cmd_best(args: argparse.Namespace) -> None:
     from evaluator.data import load_heldout
 
     dataset = load_heldout(args.data) if args.data else None
     evaluator = _evaluator(args)
-    ranked = evaluator.ranking(evaluator.source(args.source).name, dataset=dataset, metric=args.metric, estimator=args.estimator)
-    best, runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
+    name = evaluator.source(args.source).name
+    choice = evaluator.choice(name, dataset=dataset, metric=args.metric, rule=args.rule, estimator=args.estimator)
     if args.json:
-        _print_json(
-            {
-                "metric": args.metric,
-                "estimator": args.estimator,
-                "best": best.to_dict(),
-                "runner_up": runner_up.to_dict() if runner_up else None,
-                "evaluated": len(ranked),
-            }
-        )
-        return
-    rev = best.evaluation.revision
-    print(
-        f"best of {len(ranked)} by {args.metric}: {rev.revision} (commit {rev.commit[:10]}, step {rev.step}, epoch {rev.epoch})"
-    )
-    print(f"  on {best.evaluation.dataset_name}, {best.metrics.n} items, base {best.evaluation.base_model}")
-    for name, cell in _metric_cells(best.metrics).items():
-        print(f"  {name:<10} {cell}")
-    if runner_up:
-        cells = ", ".join(f"{k} {v}" for k, v in _metric_cells(runner_up.metrics).items())
-        print(f"runner-up: {runner_up.evaluation.revision.revision}: {cells}")
+        _print_json({"estimator": args.estimator, **_choice_dict(choice)})
+    else:
+        _print_choice(choice)
+
+
+def cmd_watch(args: argparse.Namespace) -> None:
+    import time
+    from pathlib import Path
+
+    from evaluator.jobs import QUEUED, RUNNING
+    from evaluator.service import PricerService
+
+    settings = _settings(args)
+    if Path(args.source).expanduser().is_dir():  # a local run: serve its parent as the checkpoint root
+        folder = Path(args.source).expanduser().resolve()
+        settings, repo = settings.model_copy(update={"checkpoint_root": folder.parent}), f"local/{folder.name}"
+    else:
+        repo = args.source
+    service = PricerService(settings.model_copy(update={"repo": repo, "data": args.data}))
+    service.start()
+    service.watch(repo, interval=args.interval)
+    seen: set[int] = set()
+    try:
+        while True:
+            time.sleep(0.5)
+            counts, watch = service.queue.counts(), service.watches.get(repo)
+            for result in service.jobs(repo):
+                if result.job.id not in seen and result.job.status in ("done", "failed"):
+                    seen.add(result.job.id)
+                    if not args.json:
+                        what = f"{result.evaluation.metrics().mae:,.2f} MAE" if result.evaluation else result.job.error
+                        print(f"{result.job.revision.revision}: {result.job.status} ({what})")
+            idle = watch.last_polled is not None and not counts[QUEUED] and not counts[RUNNING]
+            if args.once and idle:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+    choice = service.choice(repo, metric=args.metric, rule=args.rule, estimator=args.estimator)
+    if args.json:
+        _print_json({"repo": repo, **_choice_dict(choice)})
+    else:
+        _print_choice(choice)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     evaluator = _evaluator(args)
-    prediction = evaluator.predict(evaluator.source(args.source), args.description, metric=args.metric, estimator=args.estimator)
+    prediction = evaluator.predict(
+        evaluator.source(args.source), args.description, metric=args.metric, rule=args.rule, estimator=args.estimator
+    )
     rev = prediction.revision
     if args.json:
         answers = [{"price": p, "revision": rev.revision, "commit": rev.commit} for p in prediction.prices]
@@ -286,6 +361,12 @@ def _add_ranking_options(parser: argparse.ArgumentParser) -> None:
         default="argmax",
         help="the price read from the model: most likely number or probability-weighted mean",
     )
+    parser.add_argument(
+        "--rule",
+        choices=("earliest", "min"),
+        default="earliest",
+        help="earliest: the earliest checkpoint not significantly worse than the best (default); min: the lowest error",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -308,12 +389,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_revisions)
 
-    p = commands.add_parser("best", help="the best evaluated checkpoint and its evidence")
+    p = commands.add_parser("best", help="the checkpoint the rule chooses on validation items, its evidence and test figure")
     p.add_argument("source")
     p.add_argument("--data", help="rank evaluations on this data (default: the most recently used data)")
     p.add_argument("--db")
     _add_ranking_options(p)
     p.set_defaults(run=cmd_best)
+
+    p = commands.add_parser("watch", help="evaluate every checkpoint of a run, and each new one as training writes it")
+    p.add_argument("source", help="a local run folder or a Hub repo id")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default 30)")
+    p.add_argument("--once", action="store_true", help="stop when what is there now is evaluated")
+    p.add_argument("--data", help="held-out data (default: the generated catalogue's held-out part)")
+    _add_model_options(p)
+    _add_ranking_options(p)
+    p.set_defaults(run=cmd_watch)
 
     p = commands.add_parser("predict", help="price descriptions with the best evaluated checkpoint")
     p.add_argument("source")

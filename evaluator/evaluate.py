@@ -138,11 +138,17 @@ class Evaluator:
         return choose(group, metric=metric, rule=rule, estimator=estimator, test_mask=group[0].test, patience=patience)
 
     def predict(
-        self, source: CheckpointSource, descriptions: list[str], *, metric: str = "mae", estimator: str = "argmax"
+        self,
+        source: CheckpointSource,
+        descriptions: list[str],
+        *,
+        metric: str = "mae",
+        rule: str = "earliest",
+        estimator: str = "argmax",
     ) -> Prediction:
-        """Price descriptions with the best evaluated checkpoint of `source`."""
+        """Price descriptions with the checkpoint `rule` chooses among the evaluated ones of `source`."""
         prompts = prompts_for(descriptions, max_chars=self.settings.max_description_chars)
-        best = self.ranking(source.name, metric=metric, estimator=estimator)[0].evaluation
+        best = self.choice(source.name, metric=metric, rule=rule, estimator=estimator).chosen.evaluation
         checkpoint = source.fetch(best.revision)
         model = self.model(best.base_model)
         name = model.load_adapter(checkpoint.adapter, name=f"eval_{best.revision.commit[:16]}")

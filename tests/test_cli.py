@@ -49,18 +49,31 @@ def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
     assert sorted(e["step"] for e in ranking) == [10, 20, 30] and all(e["n"] == validation_size(heldout_file) for e in ranking)
     assert [e["mae"] for e in ranking] == sorted(e["mae"] for e in ranking)
 
+    code, out, _ = run(capsys, "best", str(tiny_run), "--json", "--rule", "min")
+    lowest = json.loads(out)
+    assert code == 0 and lowest["best"]["commit"] == ranking[0]["commit"] and lowest["runner_up"]["commit"] == ranking[1]["commit"]
     code, out, _ = run(capsys, "best", str(tiny_run), "--json")
     best = json.loads(out)
-    assert code == 0 and best["best"]["commit"] == ranking[0]["commit"] and best["runner_up"]["commit"] == ranking[1]["commit"]
+    assert code == 0 and "not significantly worse" in best["rule"] and len(best["candidates"]) == 3
+    assert best["best"]["step"] <= lowest["best"]["step"]  # the rule never picks a later checkpoint than the lowest error
+    assert best["test"]["n"] == 32 - validation_size(heldout_file)  # the out-of-sample figure: test items only
 
     code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", "--json")
     answer = json.loads(out)
-    assert code == 0 and answer["revision"] == ranking[0]["revision"] and 0 <= answer["price"] <= 999
+    assert code == 0 and answer["commit"] == best["best"]["commit"] and 0 <= answer["price"] <= 999
 
     code, out, _ = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", "--data", str(heldout_file))
     assert code == 0 and "checkpoint-20" in out and "avg error" in out and "checkpoint-10" not in out
     code, out, _ = run(capsys, "best", str(tiny_run), "--metric", "hit_rate")
-    assert code == 0 and "runner-up" in out
+    assert code == 0 and "runner-up" in out and "never used to choose" in out
+
+
+def test_watch_once_evaluates_every_checkpoint_and_states_the_choice(capsys, tiny_run, heldout_file):
+    code, out, err = run(capsys, "watch", str(tiny_run), "--once", "--interval", "0.2", "--data", str(heldout_file), "--json")
+    assert code == 0, err
+    choice = json.loads(out)
+    assert choice["repo"] == f"local/{tiny_run.name}" and [c["step"] for c in choice["candidates"]] == [10, 20, 30]
+    assert choice["best"]["commit"] in {c["commit"] for c in choice["candidates"]}
 
 
 def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, heldout_file, monkeypatch):
