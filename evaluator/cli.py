@@ -321,9 +321,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     demo = run_demo(settings, items=args.items, epochs=args.epochs, save_steps=args.save_steps)
+    print(f"validation ranking of {demo.repo} (best first):")
     print(ranking_table(demo.ranked))
-    best = demo.ranked[0].evaluation.revision
-    print(f"\nbest: {best.revision} (step {best.step}, epoch {best.epoch:.2f})" if best.epoch else f"\nbest: {best.revision}")
+    print()
+    _print_choice(demo.choice)
     print("charts:\n" + "\n".join(f"  {path}" for path in demo.charts))
     if args.no_serve:
         demo.service.stop()

@@ -17,6 +17,7 @@ from evaluator.charts import error_curve, truth_vs_prediction
 from evaluator.data import catalogue_split, heldout_from_frame
 from evaluator.jobs import DONE, FAILED
 from evaluator.ranking import Ranked
+from evaluator.selection import Choice
 from evaluator.service import PricerService
 from evaluator.settings import Settings
 from evaluator.tiny import make_tiny_base
@@ -27,6 +28,7 @@ class Demo:
     run_dir: Path
     repo: str
     ranked: list[Ranked]
+    choice: Choice
     charts: list[Path]
     service: PricerService  # started, with the best adapter served
 
@@ -44,7 +46,9 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
     run_dir = root / f"demo-{items}x{epochs:g}-{save_steps}"
     if not any(run_dir.glob("checkpoint-*")):
         config = preset("tiny", epochs=epochs, save_steps=save_steps)
-        print(f"fine-tuning the tiny model on {items} items for {epochs:g} epochs, a checkpoint every {save_steps} steps -> {run_dir}")
+        print(
+            f"fine-tuning the tiny model on {items} items for {epochs:g} epochs, a checkpoint every {save_steps} steps -> {run_dir}"
+        )
         train(base, heldout_from_frame(catalogue_split()[0].iloc[:items], name="catalogue-train"), run_dir, config, progress=True)
 
     repo = f"local/{run_dir.name}"
@@ -61,10 +65,11 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
         if failed.status == FAILED:
             print(f"  {failed.revision.revision} failed: {failed.error}")
 
-    ranked = service.ranking(repo)
+    ranked, choice = service.ranking(repo), service.choice(repo)
     reports = settings.home / "reports" / run_dir.name
+    chosen = choice.chosen.evaluation
     charts = [
-        error_curve(ranked, reports / "validation-error.png", title=f"{repo}: held-out error per checkpoint"),
-        truth_vs_prediction(ranked[0].evaluation, reports / "best-truth-vs-prediction.png"),
+        error_curve(ranked, reports / "validation-error.png", chosen=chosen, title=f"{repo}: validation error per checkpoint"),
+        truth_vs_prediction(chosen, reports / "chosen-truth-vs-prediction.png", part="test"),
     ]
-    return Demo(run_dir, repo, ranked, charts, service)
+    return Demo(run_dir, repo, ranked, choice, charts, service)

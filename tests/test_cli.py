@@ -120,14 +120,14 @@ def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tm
     server.command = ["demo", "--items", "80", "--epochs", "2", "--save-steps", "10", "--port", str(server.port)]
     with server.start(timeout=600):
         out = server.log.read_text()
-        assert "checkpoint-10" in out and "checkpoint-20" in out and "best: checkpoint-" in out
+        assert "checkpoint-10" in out and "checkpoint-20" in out and "chosen of 2: checkpoint-" in out
         assert "curl -s -X POST http://127.0.0.1" in out
         best = server.client.get("/best-checkpoint").json()
         assert best["repo"] == "local/demo-80x2-10" and best["metrics"]["n"] == validation_size(None) and best["evaluated"] == 2
         answer = server.client.post("/predict", json={"description": "Stainless steel stand mixer"}).json()
         assert answer["commit"] == best["commit"] and answer["price"] >= 0
     reports = home / "reports" / "demo-80x2-10"
-    for chart in ("validation-error.png", "best-truth-vs-prediction.png"):
+    for chart in ("validation-error.png", "chosen-truth-vs-prediction.png"):
         assert (reports / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (reports / chart).stat().st_size > 10_000
     # the CLI reads the same store: the demo's ranking through `pricer best`
     cli = subprocess.run(
