@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluator.batching import MicroBatcher
 from evaluator.data import HeldOutSet, load_heldout, prompts_for
 from evaluator.errors import DatasetNotFound, InvalidRepoId, ModelNotReady, NotEvaluated, PricerError, WebhookRefused
 from evaluator.evaluate import Evaluator
@@ -76,7 +77,8 @@ class PricerService:
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._poller: threading.Thread | None = None
-        self._alarmed: set[str] = set()  # repos whose overfitting alarm was logged
+        self._alarmed: set[str] = set()
+        self._batchers: dict[str, MicroBatcher] = {}  # repos whose overfitting alarm was logged
         self.running: Job | None = None
 
     # ---- lifecycle
@@ -305,21 +307,43 @@ class PricerService:
             return self._served.get(name)
 
     def predict(self, descriptions: list[str], *, repo: str | None = None, estimator: str = "argmax") -> ServedPrediction:
-        """Price descriptions with the served adapter; every answer comes wholly from one checkpoint."""
+        """Price descriptions with the served adapter; every answer comes wholly from one checkpoint.
+
+        Concurrent requests for the same repo are priced together in one forward pass (micro-batching).
+        """
         prompts = prompts_for(descriptions, max_chars=self.settings.max_description_chars)
         try:
             name = self.served_repo(repo)
         except NotEvaluated as exc:
             raise ModelNotReady(f"{exc}; until then no adapter can answer") from exc
+        self._model_of(name)  # nothing served: a clear 503 now, not after queuing
+        if self.settings.predict_max_batch > 1:
+            rows, served = self._batcher(name).submit(prompts)
+        else:
+            rows, served = self._price_served(name, prompts)
+        column = 0 if estimator == "argmax" else 1
+        return ServedPrediction([float(row[column]) for row in rows], served.repo, served.revision)
+
+    def _batcher(self, repo: str) -> MicroBatcher:
+        with self._served_lock:
+            if repo not in self._batchers:
+                self._batchers[repo] = MicroBatcher(
+                    lambda prompts: self._price_served(repo, prompts),
+                    max_batch=self.settings.predict_max_batch,
+                    max_wait=self.settings.predict_max_wait_ms / 1000,
+                )
+            return self._batchers[repo]
+
+    def _price_served(self, repo: str, prompts: list[str]) -> tuple[list[tuple[float, float]], Served]:
+        """(argmax, mean) per prompt from the adapter served for `repo`, and that adapter."""
         while True:
-            model = self._model_of(name)
-            with model.lock:  # the served adapter cannot change while this request is priced
+            model = self._model_of(repo)
+            with model.lock:  # the served adapter cannot change while these prompts are priced
                 with self._served_lock:
-                    served = self._served[name]
-                if served.model is model:  # else a new best on another base was swapped in meanwhile: take that
+                    served = self._served[repo]
+                if served.model is model:  # else a new choice on another base was swapped in meanwhile: take that
                     prices = model.price(prompts, adapter=served.adapter, batch_size=len(prompts))
-                    break
-        return ServedPrediction([float(p) for p in prices.guesses(estimator)], served.repo, served.revision)
+                    return list(zip(prices.argmax.tolist(), prices.mean.tolist(), strict=True)), served
 
     def _model_of(self, repo: str) -> PriceModel:
         with self._served_lock:

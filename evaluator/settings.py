@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     load_in_4bit: bool = Field(default=False, description="load base models in 4-bit nf4, as QLoRA trains (CUDA only)")
     base_model: str | None = Field(default=None, description="base model for every adapter; default: the one each adapter names")
     max_description_chars: int = Field(default=4000, ge=1, description="longest description /predict accepts")
-    repo: str | None = Field(default=None, description="the repo whose best adapter /predict serves; default: the latest evaluated")
+    repo: str | None = Field(
+        default=None, description="the repo whose best adapter /predict serves; default: the latest evaluated"
+    )
     api_token: SecretStr | None = Field(default=None, description="when set, POST /evaluate needs 'Authorization: Bearer <it>'")
     host: str = Field(default="127.0.0.1", description="address `pricer serve` listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port `pricer serve` listens on")
@@ -42,6 +44,8 @@ class Settings(BaseSettings):
     overfit_patience: int = Field(default=3, ge=1, description="rising checkpoints past the best that raise the alarm")
     watch_interval: float = Field(default=30.0, gt=0, description="seconds between polls of a watched repo")
     webhook_secret: SecretStr | None = Field(default=None, description="X-Webhook-Secret that POST /webhooks/hub must carry")
+    predict_max_batch: int = Field(default=32, ge=1, description="descriptions priced together in one pass; 1: no micro-batching")
+    predict_max_wait_ms: float = Field(default=5.0, ge=0, description="how long a prediction waits for others to join it")
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "PRICER_HF_TOKEN"))
     hf_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("HF_ENDPOINT", "PRICER_HF_ENDPOINT"))
 
