@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +65,17 @@ class Evaluator:
         return [self.evaluate_revision(source, revision, dataset, progress=progress) for revision in resolved]
 
     def evaluate_revision(
-        self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet, *, progress: bool = False
+        self,
+        source: CheckpointSource,
+        revision: Revision,
+        dataset: HeldOutSet,
+        *,
+        progress: bool = False,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> Evaluation:
-        """Price `dataset` under one checkpoint and store every prediction (or return the stored result)."""
+        """Price `dataset` under one checkpoint and store every prediction (or return the stored result).
+
+        `on_batch(items priced, items in all)` follows the pricing (not called for a stored result)."""
         base = self.base_for(source, revision)
         if base and (stored := self.store.find(self.key(source, revision, base, dataset))):
             return stored
@@ -82,7 +91,12 @@ class Evaluator:
         name = model.load_adapter(checkpoint.adapter, name=f"eval_{revision.commit[:16]}")
         try:
             prices = model.price(
-                dataset.prompts, adapter=name, batch_size=self.settings.batch_size, progress=progress, desc=revision.revision
+                dataset.prompts,
+                adapter=name,
+                batch_size=self.settings.batch_size,
+                progress=progress,
+                desc=revision.revision,
+                on_batch=on_batch,
             )
         finally:
             model.release_adapter(name)

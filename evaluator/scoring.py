@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -195,9 +195,18 @@ class PriceModel:
     # ---- pricing
 
     def price(
-        self, prompts: list[str], *, adapter: str | None = None, batch_size: int = 16, progress: bool = False, desc: str = "pricing"
+        self,
+        prompts: list[str],
+        *,
+        adapter: str | None = None,
+        batch_size: int = 16,
+        progress: bool = False,
+        desc: str = "pricing",
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> ItemPrices:
         """Price every prompt under the loaded adapter `adapter` (None: the base model alone).
+
+        `on_batch(items priced so far, items in all)` is called after each batch (for job progress).
 
         The lock is taken per batch, so other callers' batches interleave; hold `lock` around the
         call to price a request in one piece.
@@ -212,6 +221,8 @@ class PriceModel:
                 with self.lock, self.using(adapter) as model:
                     argmax[rows], mean[rows], p_number[rows] = self._price_batch(model, batch)
                 bar.update(len(rows))
+                if on_batch is not None:
+                    on_batch(bar.n, len(prompts))
         return ItemPrices(argmax=argmax, mean=mean, p_number=p_number)
 
     @contextmanager
