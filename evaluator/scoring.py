@@ -222,7 +222,7 @@ class PriceModel:
                     argmax[rows], mean[rows], p_number[rows] = self._price_batch(model, batch)
                 bar.update(len(rows))
                 if on_batch is not None:
-                    on_batch(bar.n, len(prompts))
+                    on_batch(min(start + batch_size, len(prompts)), len(prompts))
         return ItemPrices(argmax=argmax, mean=mean, p_number=p_number)
 
     @contextmanager
