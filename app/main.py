@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app import errors
 from app.routes import router
+from evaluator.report import Views
 from evaluator.service import PricerService
 from evaluator.settings import Settings
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None, *, service: PricerService | Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = service or PricerService(settings or Settings())
+        app.state.views = Views(app.state.service)
         app.state.service.start()
         yield
         app.state.service.stop()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
 
 from app.deps import ServiceDep, require_token
 from app.schemas import (
@@ -25,7 +26,9 @@ from app.schemas import (
 )
 from evaluator.errors import NotEvaluated
 from evaluator.metrics import METRICS
+from evaluator.report import render_dashboard, render_views
 from evaluator.service import PricerService
+from evaluator.telemetry import CONTENT_TYPE
 
 router = APIRouter()
 Metric = Literal[METRICS]  # type: ignore[valid-type]
@@ -157,3 +160,24 @@ def health(service: ServiceDep) -> Health:
         jobs=service.queue.counts(),
         running=running.id if running else None,
     )
+
+
+# ---- the dashboard and Prometheus
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def dashboard(request: Request, repo: str | None = RepoQuery, metric: Metric = "mae") -> HTMLResponse:
+    """The dashboard: each repo's checkpoints, curve, choice, ranking and jobs, and a box to try a description."""
+    return HTMLResponse(render_dashboard(request.app.state.views, repo, metric))
+
+
+@router.get("/dashboard/views", response_class=HTMLResponse, include_in_schema=False)
+def dashboard_views(request: Request, repo: str | None = RepoQuery, metric: Metric = "mae") -> HTMLResponse:
+    """The part of the dashboard that refreshes itself."""
+    return HTMLResponse(render_views(request.app.state.views, repo or None, metric))
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(service: ServiceDep) -> Response:
+    """Prometheus text format: jobs by status, items scored, evaluation seconds, prediction latency, served revisions."""
+    return Response(service.telemetry.render(), media_type=CONTENT_TYPE)

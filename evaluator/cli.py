@@ -175,20 +175,28 @@ def cmd_best(args: argparse.Namespace) -> None:
         _print_choice(choice)
 
 
-def cmd_watch(args: argparse.Namespace) -> None:
-    import time
+def _service_for(args: argparse.Namespace):
+    """(a service, the repo it names `args.source` by): a local run folder is served as local/<name> from its parent."""
     from pathlib import Path
 
-    from evaluator.jobs import QUEUED, RUNNING
     from evaluator.service import PricerService
 
     settings = _settings(args)
-    if Path(args.source).expanduser().is_dir():  # a local run: serve its parent as the checkpoint root
+    if Path(args.source).expanduser().is_dir():
         folder = Path(args.source).expanduser().resolve()
         settings, repo = settings.model_copy(update={"checkpoint_root": folder.parent}), f"local/{folder.name}"
     else:
         repo = args.source
-    service = PricerService(settings.model_copy(update={"repo": repo, "data": args.data}))
+    update = {"repo": repo} | ({"data": args.data} if args.data else {})
+    return PricerService(settings.model_copy(update=update)), repo
+
+
+def cmd_watch(args: argparse.Namespace) -> None:
+    import time
+
+    from evaluator.jobs import QUEUED, RUNNING
+
+    service, repo = _service_for(args)
     service.start()
     service.watch(repo, interval=args.interval)
     seen: set[int] = set()
@@ -214,6 +222,16 @@ def cmd_watch(args: argparse.Namespace) -> None:
         _print_json({"repo": repo, **_choice_dict(choice)})
     else:
         _print_choice(choice)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from evaluator.report import Views, write_report
+
+    service, repo = _service_for(args)  # not started: the report reads what the store holds
+    for path in write_report(Views(service), repo, Path(args.output), metric=args.metric, png=args.png):
+        print(path)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -325,7 +343,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(ranking_table(demo.ranked))
     print()
     _print_choice(demo.choice)
-    print("charts:\n" + "\n".join(f"  {path}" for path in demo.charts))
+    print("charts and report:\n" + "\n".join(f"  {path}" for path in demo.charts))
     if args.no_serve:
         demo.service.stop()
         print(f'next:\n  pricer best {demo.run_dir}\n  pricer predict {demo.run_dir} "..."')
@@ -336,7 +354,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     url = f"http://{settings.host}:{settings.port}"
     print(
-        f"\nserving {demo.repo} at {url} (docs: {url}/docs); try:\n"
+        f"\nserving {demo.repo} at {url}: the dashboard is {url}/ (API docs: {url}/docs); try:\n"
         f"  curl -s {url}/best-checkpoint\n"
         f"  curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
         """-d '{"description": "Stainless steel 5-quart stand mixer, 10 speeds"}'\n"""
@@ -405,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_ranking_options(p)
     p.set_defaults(run=cmd_watch)
+
+    p = commands.add_parser("report", help="a self-contained HTML report of a repo's checkpoints, curve, choice and jobs")
+    p.add_argument("source", help="a local run folder, local/<name> under PRICER_CHECKPOINT_ROOT, or a Hub repo id")
+    p.add_argument("--output", default="report.html", help="the HTML file to write (default: report.html)")
+    p.add_argument("--png", action="store_true", help="also write the two charts as PNG files beside it")
+    p.add_argument("--metric", choices=METRICS, default="mae", help="what chooses the checkpoint (default: mae)")
+    p.add_argument("--data", help="the held-out data the service evaluated on (default: PRICER_DATA or the catalogue)")
+    p.add_argument("--db")
+    p.set_defaults(run=cmd_report)
 
     p = commands.add_parser("predict", help="price descriptions with the best evaluated checkpoint")
     p.add_argument("source")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from evaluator.charts import error_curve, truth_vs_prediction
+from evaluator.charts import error_curve, save_png, truth_vs_prediction
 from evaluator.data import catalogue_split, heldout_from_frame
 from evaluator.jobs import DONE, FAILED
 from evaluator.ranking import Ranked
+from evaluator.report import Views, write_report
 from evaluator.selection import Choice
 from evaluator.service import PricerService
 from evaluator.settings import Settings
@@ -69,7 +70,8 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
     reports = settings.home / "reports" / run_dir.name
     chosen = choice.chosen.evaluation
     charts = [
-        error_curve(ranked, reports / "validation-error.png", chosen=chosen, title=f"{repo}: validation error per checkpoint"),
-        truth_vs_prediction(chosen, reports / "chosen-truth-vs-prediction.png", part="test"),
+        save_png(error_curve(choice, title=f"{repo}: validation error per checkpoint"), reports / "validation-error.png"),
+        save_png(truth_vs_prediction(chosen, part="test"), reports / "chosen-truth-vs-prediction.png"),
+        *write_report(Views(service), repo, reports / "report.html"),
     ]
     return Demo(run_dir, repo, ranked, choice, charts, service)

@@ -148,7 +148,13 @@ class JobQueue:
     def finish(self, job_id: int, evaluation_id: int, revision: Revision) -> Job:
         """Mark a job done with its evaluation (and the step / epoch the checkpoint's files gave)."""
         return self._update(
-            job_id, status=DONE, evaluation_id=evaluation_id, error=None, finished_at=utcnow(), step=revision.step, epoch=revision.epoch
+            job_id,
+            status=DONE,
+            evaluation_id=evaluation_id,
+            error=None,
+            finished_at=utcnow(),
+            step=revision.step,
+            epoch=revision.epoch,
         )
 
     def fail(self, job_id: int, error: str) -> Job:
@@ -187,13 +193,15 @@ class JobQueue:
             found = dict(session.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
         return {status: int(found.get(status, 0)) for status in STATUSES}
 
-    def repos(self) -> list[str]:
-        """Repos with a done job, the most recently finished first."""
+    def repos(self, status: str | None = DONE) -> list[str]:
+        """Repos with a job in `status` (None: any), the one with the latest such job first."""
+        query = (
+            select(JobRow.repo, func.max(JobRow.id).label("latest")).group_by(JobRow.repo).order_by(func.max(JobRow.id).desc())
+        )
+        if status is not None:
+            query = query.where(JobRow.status == status)
         with Session(self.engine) as session:
-            rows = session.execute(
-                select(JobRow.repo, func.max(JobRow.finished_at)).where(JobRow.status == DONE).group_by(JobRow.repo)
-            ).all()
-        return [repo for repo, _ in sorted(rows, key=lambda r: r[1], reverse=True)]
+            return [repo for repo, _ in session.execute(query).all()]
 
     def _update(self, job_id: int, **values: object) -> Job:
         with Session(self.engine) as session, session.begin():

@@ -25,6 +25,8 @@ from evaluator.adapters import AdapterFiles
 from evaluator.errors import IncompatibleAdapter, ModelLoadError
 
 log = logging.getLogger(__name__)
+CPU_BATCH_SIZE = 16  # items per forward pass when none is given, off CUDA
+MAX_AUTO_BATCH = 128  # past this, a GPU forward pass is compute-bound: larger batches gain nothing
 PROBE_PROMPT = "How much does this cost to the nearest dollar?\n\nA thing\n\nPrice is $"
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
@@ -199,7 +201,7 @@ class PriceModel:
         prompts: list[str],
         *,
         adapter: str | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         progress: bool = False,
         desc: str = "pricing",
         on_batch: Callable[[int, int], None] | None = None,
@@ -207,23 +209,34 @@ class PriceModel:
         """Price every prompt under the loaded adapter `adapter` (None: the base model alone).
 
         `on_batch(items priced so far, items in all)` is called after each batch (for job progress).
+        `batch_size` None: `CPU_BATCH_SIZE` on a CPU, on CUDA as many as half the free memory holds.
 
         The lock is taken per batch, so other callers' batches interleave; hold `lock` around the
         call to price a request in one piece.
         """
         encoded = self.tokenizer(prompts)["input_ids"]
-        order = np.argsort([len(ids) for ids in encoded], kind="stable")  # similar lengths share a batch: less padding
+        lengths = [len(ids) for ids in encoded]
+        if batch_size is None:
+            batch_size = self.auto_batch_size(max(lengths, default=1))
         argmax, mean, p_number = (np.zeros(len(prompts)) for _ in range(3))
+        done = 0
         with tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
-            for start in range(0, len(prompts), batch_size):
-                rows = order[start : start + batch_size]
+            for rows in batch_order(lengths, batch_size):
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(self.device)
                 with self.lock, self.using(adapter) as model:
                     argmax[rows], mean[rows], p_number[rows] = self._price_batch(model, batch)
                 bar.update(len(rows))
+                done += len(rows)
                 if on_batch is not None:
-                    on_batch(min(start + batch_size, len(prompts)), len(prompts))
+                    on_batch(done, len(prompts))
         return ItemPrices(argmax=argmax, mean=mean, p_number=p_number)
+
+    def auto_batch_size(self, longest: int) -> int:
+        """Items per forward pass: `CPU_BATCH_SIZE` off CUDA; on CUDA, what half the free memory holds."""
+        if self.device.type != "cuda":
+            return CPU_BATCH_SIZE
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return batch_size_for_memory(free // 2, self.model.config, longest, torch.finfo(self.model.dtype).bits // 8)
 
     @contextmanager
     def using(self, name: str | None) -> Iterator[torch.nn.Module]:
@@ -259,6 +272,27 @@ class PriceModel:
         texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         prices = np.array([parse_price(text) for text in texts])
         return prices, prices, np.full(len(texts), np.nan)
+
+
+def batch_size_for_memory(budget: int, config, longest: int, dtype_bytes: int = 2) -> int:
+    """How many prompts of `longest` tokens one forward pass can take within `budget` bytes of activations.
+
+    No KV cache is kept and only the last position's logits are computed, so per item the peak
+    is one layer's widest activations: the MLP's gate, up and product (3 x intermediate size),
+    a few hidden-size tensors, and the attention scores should SDPA fall back to its math kernel
+    (heads x longest^2), plus the last position's logits in float32.
+    """
+    hidden = config.hidden_size
+    intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+    heads = getattr(config, "num_attention_heads", 1)
+    per_item = longest * (3 * intermediate + 4 * hidden + heads * longest) * dtype_bytes + 3 * config.vocab_size * 4
+    return int(max(1, min(MAX_AUTO_BATCH, budget // per_item)))
+
+
+def batch_order(lengths: list[int], batch_size: int) -> list[np.ndarray]:
+    """The rows of each batch: items sorted by length, so that similar lengths share a batch and little is padding."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def parse_price(text: str) -> float:

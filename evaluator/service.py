@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from evaluator.selection import Choice
 from evaluator.settings import Settings
 from evaluator.sources import CheckpointSource, Revision
 from evaluator.store import Evaluation, utcnow
+from evaluator.telemetry import Telemetry
 from evaluator.watches import Watch, Watches
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,11 @@ class PricerService:
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._poller: threading.Thread | None = None
-        self._alarmed: set[str] = set()
-        self._batchers: dict[str, MicroBatcher] = {}  # repos whose overfitting alarm was logged
+        self._alarmed: set[str] = set()  # repos whose overfitting alarm was logged
+        self._batchers: dict[str, MicroBatcher] = {}
         self.running: Job | None = None
+        self.progress: tuple[int, int] | None = None  # (items priced, items in all) of the running job
+        self.telemetry = Telemetry(self.queue.counts, self._served_revisions)
 
     # ---- lifecycle
 
@@ -105,8 +109,6 @@ class PricerService:
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no job is queued or running (for the demo and tests). Returns False on timeout."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.queue.counts()[QUEUED] or self.queue.counts()[RUNNING]:
             if deadline is not None and time.monotonic() > deadline:
@@ -200,13 +202,15 @@ class PricerService:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        self.running = job
+        self.running, self.progress, started = job, None, time.perf_counter()
         try:
             source, data = self.source(job.repo), self.dataset(job.dataset)
             if data.fingerprint != job.dataset_fingerprint:
                 raise DatasetNotFound(f"dataset {job.dataset!r} changed since the job was queued")
-            evaluation = self.evaluator.evaluate_revision(source, job.revision, data)
+            evaluation = self.evaluator.evaluate_revision(source, job.revision, data, on_batch=self._priced)
             self.queue.finish(job.id, evaluation.id, evaluation.revision)
+            if self.progress is not None:  # items were priced, not taken from the store
+                self.telemetry.evaluation_seconds.observe(time.perf_counter() - started)
             log.info("job %d done: %s@%s", job.id, job.repo, job.revision.revision)
             self._refresh_served(job.repo)
         except PricerError as exc:
@@ -216,7 +220,11 @@ class PricerService:
             log.exception("job %d failed unexpectedly", job.id)
             self.queue.fail(job.id, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self.running = None
+            self.running, self.progress = None, None
+
+    def _priced(self, done: int, total: int) -> None:
+        self.telemetry.items_scored.inc(done - (self.progress[0] if self.progress else 0))
+        self.progress = (done, total)
 
     # ---- watches and webhooks
 
@@ -298,6 +306,10 @@ class PricerService:
                     current.model.release_adapter(current.adapter)
         log.info("serving %s@%s for %s", best.revision.revision, best.revision.commit[:10], repo)
 
+    def _served_revisions(self) -> list[tuple[str, Revision]]:
+        with self._served_lock:
+            return [(repo, served.revision) for repo, served in self._served.items()]
+
     def served(self, repo: str | None = None) -> Served | None:
         try:
             name = self.served_repo(repo)
@@ -311,6 +323,7 @@ class PricerService:
 
         Concurrent requests for the same repo are priced together in one forward pass (micro-batching).
         """
+        started = time.perf_counter()
         prompts = prompts_for(descriptions, max_chars=self.settings.max_description_chars)
         try:
             name = self.served_repo(repo)
@@ -322,6 +335,7 @@ class PricerService:
         else:
             rows, served = self._price_served(name, prompts)
         column = 0 if estimator == "argmax" else 1
+        self.telemetry.prediction_seconds.observe(time.perf_counter() - started)
         return ServedPrediction([float(row[column]) for row in rows], served.repo, served.revision)
 
     def _batcher(self, repo: str) -> MicroBatcher:
