@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from evaluator.ranking import Ranked, latest_group, rank
 from evaluator.scoring import PriceModel, ScoringConfig
 from evaluator.selection import Choice, choose
 from evaluator.settings import Settings
-from evaluator.sources import CheckpointSource, Revision, open_source
+from evaluator.sources import Checkpoint, CheckpointSource, Revision, open_source
 from evaluator.store import Evaluation, EvaluationKey, Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ class Evaluator:
         self._models: dict[str, PriceModel] = {}
         self._models_lock = threading.Lock()
 
+    @property
+    def batch_size(self) -> int | None:
+        """Items per forward pass when one was set (flag or PRICER_BATCH_SIZE); None lets the model choose
+        (the default on a CPU, by free memory on CUDA)."""
+        return self.settings.batch_size if "batch_size" in self.settings.model_fields_set else None
+
     def source(self, spec: str, *, root: Path | None = None) -> CheckpointSource:
         """The checkpoint source `spec` names: a local run folder or a Hub repo id."""
         return open_source(spec, token=self.settings.token, endpoint=self.settings.hf_endpoint, root=root)
@@ -60,9 +67,25 @@ class Evaluator:
     def evaluate(
         self, source: CheckpointSource, revisions: list[str] | None, dataset: HeldOutSet, *, progress: bool = False
     ) -> list[Evaluation]:
-        """Evaluate the named revisions (every checkpoint when None), in order; stored results are reused."""
+        """Evaluate the named revisions (every checkpoint when None), in order; stored results are reused.
+
+        While one checkpoint is scored, the next one is fetched on a second thread (for a Hub repo,
+        downloaded), so the download hides behind the scoring instead of adding to it.
+        """
         resolved = source.revisions() if revisions is None else [source.resolve(r) for r in revisions]
-        return [self.evaluate_revision(source, revision, dataset, progress=progress) for revision in resolved]
+        evaluations: list[Evaluation] = []
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricer-prefetch")
+        try:
+            fetching: Future[Checkpoint] | None = None
+            for i, revision in enumerate(resolved):
+                current, fetching = fetching, None
+                following = resolved[i + 1] if i + 1 < len(resolved) else None
+                if following is not None and self._stored(source, following, dataset) is None:
+                    fetching = pool.submit(source.fetch, following)
+                evaluations.append(self.evaluate_revision(source, revision, dataset, progress=progress, fetched=current))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return evaluations
 
     def evaluate_revision(
         self,
@@ -72,14 +95,15 @@ class Evaluator:
         *,
         progress: bool = False,
         on_batch: Callable[[int, int], None] | None = None,
+        fetched: Future[Checkpoint] | None = None,
     ) -> Evaluation:
         """Price `dataset` under one checkpoint and store every prediction (or return the stored result).
 
-        `on_batch(items priced, items in all)` follows the pricing (not called for a stored result)."""
-        base = self.base_for(source, revision)
-        if base and (stored := self.store.find(self.key(source, revision, base, dataset))):
+        `on_batch(items priced, items in all)` follows the pricing (not called for a stored result).
+        `fetched`: `source.fetch(revision)` already under way (prefetched by `evaluate`)."""
+        if stored := self._stored(source, revision, dataset):
             return stored
-        checkpoint = source.fetch(revision)
+        checkpoint = fetched.result() if fetched is not None else source.fetch(revision)
         base = self._base(checkpoint.adapter.base_model)
         if not base:
             raise InvalidAdapter(f"{source.name}@{revision.revision}: the adapter names no base model; give one with --base")
@@ -93,10 +117,11 @@ class Evaluator:
             prices = model.price(
                 dataset.prompts,
                 adapter=name,
-                batch_size=self.settings.batch_size,
+                batch_size=self.batch_size,
                 progress=progress,
                 desc=revision.revision,
                 on_batch=on_batch,
+                key=dataset.fingerprint,  # tokenised once for all checkpoints
             )
         finally:
             model.release_adapter(name)
@@ -110,6 +135,11 @@ class Evaluator:
             test=dataset.test,
             seconds=time.perf_counter() - started,
         )
+
+    def _stored(self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet) -> Evaluation | None:
+        """The stored evaluation of a checkpoint whose base is known without fetching it, if there is one."""
+        base = self.base_for(source, revision)
+        return self.store.find(self.key(source, revision, base, dataset)) if base else None
 
     def _base(self, adapter_base: str | None) -> str | None:
         """The base to apply an adapter to; a local folder by its absolute path, so one base has one id."""
@@ -167,7 +197,7 @@ class Evaluator:
         model = self.model(best.base_model)
         name = model.load_adapter(checkpoint.adapter, name=f"eval_{best.revision.commit[:16]}")
         try:
-            prices = model.price(prompts, adapter=name, batch_size=self.settings.batch_size)
+            prices = model.price(prompts, adapter=name, batch_size=self.batch_size)
         finally:
             model.release_adapter(name)
         return Prediction(prices=[float(p) for p in prices.guesses(estimator)], revision=best.revision)

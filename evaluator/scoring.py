@@ -27,6 +27,7 @@ from evaluator.errors import IncompatibleAdapter, ModelLoadError
 log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 16  # items per forward pass when none is given, off CUDA
 MAX_AUTO_BATCH = 128  # past this, a GPU forward pass is compute-bound: larger batches gain nothing
+ENCODED_KEPT = 4  # held-out sets whose token ids are kept
 PROBE_PROMPT = "How much does this cost to the nearest dollar?\n\nA thing\n\nPrice is $"
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
@@ -89,6 +90,7 @@ class PriceModel:
         self.device = pick_device(device)
         self.lock = threading.RLock()
         self._peft = None  # the PeftModel around `model`, once an adapter is loaded
+        self._encoded: dict[str, list[list[int]]] = {}  # token ids of recently priced held-out sets, by key
         quantization = None
         if load_in_4bit:
             if self.device.type != "cuda":
@@ -205,16 +207,19 @@ class PriceModel:
         progress: bool = False,
         desc: str = "pricing",
         on_batch: Callable[[int, int], None] | None = None,
+        key: str | None = None,
     ) -> ItemPrices:
         """Price every prompt under the loaded adapter `adapter` (None: the base model alone).
 
         `on_batch(items priced so far, items in all)` is called after each batch (for job progress).
         `batch_size` None: `CPU_BATCH_SIZE` on a CPU, on CUDA as many as half the free memory holds.
+        `key` names the prompts (a held-out set's fingerprint): their token ids are then kept, so that
+        pricing the same items under K checkpoints tokenises them once.
 
         The lock is taken per batch, so other callers' batches interleave; hold `lock` around the
         call to price a request in one piece.
         """
-        encoded = self.tokenizer(prompts)["input_ids"]
+        encoded = self._encode(prompts, key)
         lengths = [len(ids) for ids in encoded]
         if batch_size is None:
             batch_size = self.auto_batch_size(max(lengths, default=1))
@@ -230,6 +235,19 @@ class PriceModel:
                 if on_batch is not None:
                     on_batch(done, len(prompts))
         return ItemPrices(argmax=argmax, mean=mean, p_number=p_number)
+
+    def _encode(self, prompts: list[str], key: str | None) -> list[list[int]]:
+        """The prompts' token ids; kept under `key` for the next call (the last few keys only)."""
+        cached = self._encoded.get(key) if key is not None else None
+        if cached is not None and len(cached) == len(prompts):
+            return cached
+        encoded = self.tokenizer(prompts)["input_ids"]
+        if key is not None:
+            with self.lock:
+                while len(self._encoded) >= ENCODED_KEPT:
+                    self._encoded.pop(next(iter(self._encoded)))  # the oldest
+                self._encoded[key] = encoded
+        return encoded
 
     def auto_batch_size(self, longest: int) -> int:
         """Items per forward pass: `CPU_BATCH_SIZE` off CUDA; on CUDA, what half the free memory holds."""
@@ -260,7 +278,8 @@ class PriceModel:
             return self._generate_batch(model, batch)
         # positions count real tokens only, as generate() does, so left padding changes nothing
         positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = model(**batch, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()  # (B, V)
+        # no KV cache: nothing is decoded after this pass, and keeping one would only cost memory and copies
+        logits = model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()  # (B, V)
         log_probs = logits.log_softmax(-1)[:, self.number_ids]  # (B, 1000): log P(next token = "k")
         p_number = log_probs.exp().sum(-1)
         probs = (log_probs - log_probs.logsumexp(-1, keepdim=True)).exp()  # renormalised over numbers
