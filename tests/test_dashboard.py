@@ -162,3 +162,40 @@ def test_report_of_an_unevaluated_repo_is_a_clear_error(tmp_path, tiny_run):
     )
     assert done.returncode == 2 and "nothing is evaluated yet" in done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_jobs_table_shows_progress_of_the_running_job_and_why_one_failed(settings, tiny_run):
+    from evaluator.report import Views, render_views
+    from evaluator.service import PricerService
+
+    service = PricerService(settings.model_copy(update={"checkpoint_root": tiny_run.parent}))  # not started: no worker
+    source = service.source(REPO)
+    data = service.dataset(None)
+    for revision in ("checkpoint-10", "checkpoint-20"):
+        service._enqueue(REPO, source, source.resolve(revision), data)
+    failed = service.queue.claim()
+    service.queue.fail(failed.id, "checkpoint-10: adapter_model.safetensors is <b>corrupt</b>")
+    service.running, service.progress = service.queue.claim(), (24, 48)
+
+    html = render_views(Views(service), REPO, "mae")
+    assert re.search(r'<tr data-status="running">.*?<progress value="24" max="48"></progress> 24/48 items', html, re.S)
+    assert "is &lt;b&gt;corrupt&lt;/b&gt;</td>" in html  # the reason, escaped
+    assert 'data-live="true"' in html and "No checkpoint of this repo is evaluated yet" in html
+
+
+def test_dashboard_refuses_bad_queries_with_a_4xx(settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    (tmp_path / "runs").mkdir()
+    with TestClient(create_app(settings.model_copy(update={"checkpoint_root": tmp_path / "runs"}))) as client:
+        assert "Nothing to show yet" in client.get("/").text
+        for path in ("/", "/dashboard/views"):
+            assert client.get(path, params={"repo": "../../etc"}).status_code == 422
+            assert client.get(path, params={"repo": "<script>alert(1)</script>"}).status_code == 422
+            assert client.get(path, params={"metric": "accuracy"}).status_code == 422
+            assert client.get(path, params={"repo": "local/no-such-run"}).status_code == 404
+            assert client.get(path, params={"repo": "x" * 500}).status_code == 422
+        page = client.get("/", params={"repo": "org/not-evaluated"})
+        assert page.status_code == 200 and "No checkpoint of this repo is evaluated yet" in page.text
