@@ -22,6 +22,7 @@ from evaluator.metrics import HIGHER_IS_BETTER, METRICS
 from evaluator.selection import Candidate, Choice, significantly_worse
 from evaluator.service import PricerService
 from evaluator.sources import Revision
+from evaluator.store import utcnow
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("evaluator", "templates"),
@@ -120,18 +121,23 @@ class Views:
             choice = self.service.choice(repo, metric=metric)
         except NotEvaluated:
             return None, None
-        chosen = choice.chosen.evaluation
-        part = "test" if chosen.items("test").size else "validation"
-        charts = Charts(
-            to_svg(error_curve(choice, title=_curve_title(repo, metric))),
-            to_svg(truth_vs_prediction(chosen, part=part, titled=False)),
-            title_line(chosen, part=part),
-        )
+        charts = draw(repo, choice)
         with self._lock:
             self._charts[key] = (choice, charts)
             while len(self._charts) > self._cache_size:
                 self._charts.popitem(last=False)
         return choice, charts
+
+
+def draw(repo: str, choice: Choice) -> Charts:
+    """The choice's error curve, and the chosen checkpoint's scatter on the test items (validation when there are none)."""
+    chosen = choice.chosen.evaluation
+    part = "test" if chosen.items("test").size else "validation"
+    return Charts(
+        to_svg(error_curve(choice, title=_curve_title(repo, choice.metric))),
+        to_svg(truth_vs_prediction(chosen, part=part, titled=False)),
+        title_line(chosen, part=part),
+    )
 
 
 def _curve_title(repo: str, metric: str) -> str:
@@ -163,7 +169,10 @@ def write_report(views: Views, repo: str, output: Path, *, metric: str = "mae", 
     if view.choice is None:
         raise NotEvaluated(f"{repo}: nothing is evaluated yet, so there is nothing to report")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(_templates.get_template("report.html").render(**_context(view, report=True)), encoding="utf-8")
+    output.write_text(
+        _templates.get_template("report.html").render(written=f"{utcnow():%Y-%m-%d %H:%M} UTC", **_context(view, report=True)),
+        encoding="utf-8",
+    )
     written = [output]
     if png:
         written += [

@@ -199,3 +199,23 @@ def test_dashboard_refuses_bad_queries_with_a_4xx(settings, tmp_path):
             assert client.get(path, params={"repo": "x" * 500}).status_code == 422
         page = client.get("/", params={"repo": "org/not-evaluated"})
         assert page.status_code == 200 and "No checkpoint of this repo is evaluated yet" in page.text
+
+
+def test_views_of_an_overfitting_run_raise_the_alarm_and_mark_the_choice():
+    import numpy as np
+
+    from evaluator.report import RepoView, _templates, draw
+    from evaluator.selection import choose
+    from tests.test_selection import N, _run
+
+    test = np.arange(N) % 3 == 0
+    choice = choose(_run([80, 50, 30, 45, 60, 75], seed=3, noise=10, test=test))  # falls, then rises for 3 checkpoints
+    assert choice.overfitting is not None
+    view = RepoView("org/run", "mae", choice, [], {}, None, True, draw("org/run", choice))
+    html = _templates.get_template("views.html").render(view=view, report=True, metrics=(), labels={"mae": "avg error"})
+    assert re.search(r'<div class="alarm" id="overfitting"><strong>Overfitting.</strong> .* past step 30', html)
+    curve = html.split('id="checkpoints"')[1].split('<g id="')[0]
+    assert curve.count("<use ") == 6  # one marker per checkpoint
+    assert html.split('id="items"')[1].split('<g id="')[0].count("<use ") == test.sum()  # one point per test item
+    assert f'<span id="chosen-revision">{choice.chosen.evaluation.revision.revision}</span>' in html
+    assert 'class="switch"' not in html  # a report has no links to other metrics
