@@ -126,7 +126,9 @@ def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tm
         assert best["repo"] == "local/demo-80x2-10" and best["metrics"]["n"] == validation_size(None) and best["evaluated"] == 2
         answer = server.client.post("/predict", json={"description": "Stainless steel stand mixer"}).json()
         assert answer["commit"] == best["commit"] and answer["price"] >= 0
+        assert f'<span id="chosen-revision">{best["revision"]}</span>' in server.client.get("/").text  # the dashboard
     reports = home / "reports" / "demo-80x2-10"
+    assert f'<span id="chosen-revision">{best["revision"]}</span>' in (reports / "report.html").read_text()
     for chart in ("validation-error.png", "chosen-truth-vs-prediction.png"):
         assert (reports / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (reports / chart).stat().st_size > 10_000
     # the CLI reads the same store: the demo's ranking through `pricer best`
@@ -146,4 +148,4 @@ def test_demo_no_serve_stops_after_the_ranking(capsys, tiny_base, tmp_path):
     (home / "tiny-llama").symlink_to(tiny_base)
     code, out, err = run(capsys, "demo", "--items", "40", "--epochs", "2", "--save-steps", "5", "--no-serve")
     assert code == 0, err
-    assert "checkpoint-5" in out and "checkpoint-10" in out and "validation-error.png" in out and "serving" not in out
+    assert "checkpoint-5" in out and "checkpoint-10" in out and "validation-error.png" in out and "report.html" in out and "serving" not in out
