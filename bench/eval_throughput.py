@@ -9,12 +9,16 @@ number tokens), every prediction stored in a fresh SQLite store.
 
 The model is the tiny Llama at 4 layers x 256 hidden, 5 checkpoints of one fine-tuning run,
 500 catalogue items never trained on (`bench/eval_common.py`; built once and cached). Prints
-items x checkpoints per second of both, their ratio, how often pricer's argmax equals the
-greedy decoder's number, and the share of padded tokens in pricer's batches (length-sorted)
-against the same batches in data order.
+items x checkpoints per second of both, their ratio in wall time and in CPU time (this
+process's, all threads: less sensitive to other jobs on a shared machine), how often
+pricer's argmax equals the greedy decoder's number, and the share of padded tokens in pricer's batches (length-sorted)
+against the same batches in data order. A second check times `Evaluator.evaluate`, which
+fetches the next checkpoint while one is scored, against one `evaluate_revision` after
+another, on a run folder whose fetch is slowed down as a Hub download would be.
 
     python -m bench.eval_throughput
-    python -m bench.eval_throughput --profile     # and a cProfile of pricer's path
+    python -m bench.eval_throughput --profile --skip-baseline --fetch-delay 0   # a cProfile of pricer's path
+    python -m bench.eval_throughput --device cuda                               # on a GPU (not run yet)
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from evaluator.settings import Settings
 from evaluator.sources import LocalRun
 
 
-def course_loop(base: Path, run: Path, revisions: list[str], prompts: list[str]) -> np.ndarray:
+def course_loop(base: Path, run: Path, revisions: list[str], prompts: list[str], device: str = "cpu") -> np.ndarray:
     """The course's tester, per revision: a fresh base and PEFT model, then one `generate` per item. (K, n) prices."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -46,21 +50,22 @@ def course_loop(base: Path, run: Path, revisions: list[str], prompts: list[str])
     prices = np.zeros((len(revisions), len(prompts)))
     for k, revision in enumerate(revisions):
         tokenizer = AutoTokenizer.from_pretrained(base)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32  # as PriceModel loads it
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
         model = PeftModel.from_pretrained(model, str(run / revision))
         model.eval()
         with torch.inference_mode():
             for i, prompt in enumerate(prompts):
-                inputs = tokenizer(prompt, return_tensors="pt")
+                inputs = tokenizer(prompt, return_tensors="pt").to(device)
                 out = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
                 prices[k, i] = parse_price(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
         del model
     return prices
 
 
-def pricer_path(run: Path, revisions: list[str], dataset, *, batch_size: int | None, home: Path):
+def pricer_path(run: Path, revisions: list[str], dataset, *, batch_size: int | None, home: Path, device: str = "cpu"):
     """`Evaluator.evaluate` on the run folder, with a fresh store (so nothing is reused): the evaluations, in order."""
-    settings = Settings(home=home, device="cpu", **({"batch_size": batch_size} if batch_size else {}))
+    settings = Settings(home=home, device=device, **({"batch_size": batch_size} if batch_size else {}))
     evaluator = Evaluator(settings)
     evaluations = evaluator.evaluate(LocalRun(run), revisions, dataset)
     (model,) = evaluator._models.values()
@@ -79,13 +84,15 @@ class SlowRun(LocalRun):
         return super().fetch(revision)
 
 
-def prefetch_gain(run: Path, revisions: list[str], dataset, *, delay: float, batch_size: int | None) -> tuple[float, float]:
+def prefetch_gain(
+    run: Path, revisions: list[str], dataset, *, delay: float, batch_size: int | None, device: str = "cpu"
+) -> tuple[float, float]:
     """Seconds for `Evaluator.evaluate` (fetches the next checkpoint while one is scored) and for one
     `evaluate_revision` after another (fetch, then score), each with a fresh store, on a source whose fetch is slow."""
     seconds = []
     for prefetch in (True, False):
         with tempfile.TemporaryDirectory() as home:
-            settings = Settings(home=Path(home), device="cpu", **({"batch_size": batch_size} if batch_size else {}))
+            settings = Settings(home=Path(home), device=device, **({"batch_size": batch_size} if batch_size else {}))
             evaluator, source = Evaluator(settings), SlowRun(run, delay)
             resolved = [source.resolve(r) for r in revisions]
             started = time.perf_counter()
@@ -110,6 +117,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=None, help="items per forward pass (default: pricer's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the batch size is then chosen by free memory)")
     parser.add_argument("--skip-baseline", action="store_true", help="pricer's path only (for profiling)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of pricer's path")
     parser.add_argument("--fetch-delay", type=float, default=1.0,
@@ -133,15 +141,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         if profiler:
             profiler.enable()
-        started = time.perf_counter()
-        evaluations, attention = pricer_path(run, revisions, dataset, batch_size=args.batch_size, home=Path(home))
-        pricer_s = time.perf_counter() - started
+        started, cpu_started = time.perf_counter(), time.process_time()
+        evaluations, attention = pricer_path(run, revisions, dataset, batch_size=args.batch_size, home=Path(home),
+                                             device=args.device)
+        pricer_s, pricer_cpu = time.perf_counter() - started, time.process_time() - cpu_started
         if profiler:
             profiler.disable()
     ours = np.stack([e.prices.argmax for e in evaluations])
     print(f"attention: {attention}; tokenising the {len(dataset)} prompts takes {tokenise_ms:.0f} ms "
           f"({tokenise_ms / 1000 / (pricer_s / len(revisions)):.2%} of pricing them once)")
-    print(f"pricer (Evaluator.evaluate):        {pairs / pricer_s:8.1f} items x checkpoints/s  ({pricer_s:.1f} s)")
+    print(f"pricer (Evaluator.evaluate):        {pairs / pricer_s:8.1f} items x checkpoints/s  ({pricer_s:.1f} s, "
+          f"CPU time {pricer_cpu:.1f} s)")
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
@@ -157,18 +167,20 @@ def main() -> None:
           f"{len(ours) * (len(ours) - 1) // 2}")
     if args.fetch_delay > 0:
         subset = items(args.fetch_items)
-        overlapped, sequential = prefetch_gain(run, revisions, subset, delay=args.fetch_delay, batch_size=args.batch_size)
+        overlapped, sequential = prefetch_gain(run, revisions, subset, delay=args.fetch_delay, batch_size=args.batch_size,
+                                                  device=args.device)
         print(f"fetch taking {args.fetch_delay:g} s, {len(subset)} items: Evaluator.evaluate (prefetching) {overlapped:.1f} s, "
               f"one evaluate_revision after another {sequential:.1f} s ({sequential / overlapped:.2f}x)")
     if args.skip_baseline:
         return
 
-    started = time.perf_counter()
-    greedy = course_loop(base, run, revisions, dataset.prompts)
-    loop_s = time.perf_counter() - started
+    started, cpu_started = time.perf_counter(), time.process_time()
+    greedy = course_loop(base, run, revisions, dataset.prompts, args.device)
+    loop_s, loop_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     agree = float(np.mean(ours == greedy))
-    print(f"course loop (reload, generate/item): {pairs / loop_s:8.1f} items x checkpoints/s  ({loop_s:.1f} s)")
-    print(f"speed-up: {loop_s / pricer_s:.1f}x; argmax equals greedy on {agree:.2%} of {pairs} items x checkpoints")
+    print(f"course loop (reload, generate/item): {pairs / loop_s:8.1f} items x checkpoints/s  ({loop_s:.1f} s, "
+          f"CPU time {loop_cpu:.1f} s)")
+    print(f"speed-up: {loop_s / pricer_s:.1f}x in wall time, {loop_cpu / pricer_cpu:.1f}x in CPU time; argmax equals greedy on {agree:.2%} of {pairs} items x checkpoints")
 
 
 if __name__ == "__main__":
