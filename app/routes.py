@@ -121,7 +121,7 @@ def hub_webhook(
 
 def _watch(service: PricerService, repo: str) -> WatchPublic:
     watch = service.watches.get(repo)
-    counts = Counter(result.job.status for result in service.jobs(repo))
+    counts = Counter(job.status for job in service.queue.jobs(repo=repo))
     try:
         choice = service.choice(repo)
     except NotEvaluated:
@@ -174,7 +174,7 @@ def dashboard(request: Request, repo: str | None = RepoQuery, metric: Metric = "
 @router.get("/dashboard/views", response_class=HTMLResponse, include_in_schema=False)
 def dashboard_views(request: Request, repo: str | None = RepoQuery, metric: Metric = "mae") -> HTMLResponse:
     """The part of the dashboard that refreshes itself."""
-    return HTMLResponse(render_views(request.app.state.views, repo or None, metric))
+    return HTMLResponse(render_views(request.app.state.views, repo, metric))
 
 
 @router.get("/metrics", include_in_schema=False)

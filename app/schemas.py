@@ -38,13 +38,7 @@ class CheckpointPublic(BaseModel):
 
     @staticmethod
     def fields(repo: str, revision: Revision) -> dict:
-        return {
-            "repo": repo,
-            "revision": revision.revision,
-            "commit": revision.commit,
-            "step": revision.step,
-            "epoch": revision.epoch,
-        }
+        return {"repo": repo, **revision.fields()}
 
 
 class EvaluationPublic(CheckpointPublic):

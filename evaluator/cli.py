@@ -95,17 +95,7 @@ def cmd_revisions(args: argparse.Namespace) -> None:
     names: dict[str, list[str]] = {}
     for name, commit in source.refs().items():
         names.setdefault(commit, []).append(name)
-    rows = [
-        {
-            "revision": r.revision,
-            "commit": r.commit,
-            "step": r.step,
-            "epoch": r.epoch,
-            "refs": names.get(r.commit, []),
-            "message": r.message,
-        }
-        for r in source.revisions()
-    ]
+    rows = [{**r.fields(), "refs": names.get(r.commit, []), "message": r.message} for r in source.revisions()]
     if args.json:
         _print_json(rows)
         return
@@ -115,12 +105,8 @@ def cmd_revisions(args: argparse.Namespace) -> None:
 
 def _choice_dict(choice) -> dict:
     def candidate(c) -> dict:
-        rev = c.evaluation.revision
         return {
-            "revision": rev.revision,
-            "commit": rev.commit,
-            "step": rev.step,
-            "epoch": rev.epoch,
+            **c.evaluation.revision.fields(),
             **c.validation.to_dict(),
             "p_best": c.p_best,
             "versus_best": c.versus_best.to_dict(),

@@ -18,13 +18,9 @@ class Ranked:
     metrics: Metrics
 
     def to_dict(self) -> dict:
-        revision = self.evaluation.revision
         return {
             "rank": self.rank,
-            "revision": revision.revision,
-            "commit": revision.commit,
-            "step": revision.step,
-            "epoch": revision.epoch,
+            **self.evaluation.revision.fields(),
             **self.metrics.to_dict(),
             "base_model": self.evaluation.base_model,
             "dataset": self.evaluation.dataset_name,

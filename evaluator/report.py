@@ -87,14 +87,20 @@ class Views:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def repos(self) -> list[str]:
+    def repos(self, watched: list[str] | None = None) -> list[str]:
         """Watched repos and repos with jobs: the watched first, then the most recently active."""
-        watched = [watch.repo for watch in self.service.watches.all()]
+        if watched is None:
+            watched = [watch.repo for watch in self.service.watches.all()]
         return list(dict.fromkeys([*watched, *self.service.queue.repos(status=None)]))
 
-    def view(self, repo: str, metric: str = "mae") -> RepoView:
+    def view(self, repo: str | None, metric: str = "mae") -> RepoView | None:
+        """The views of `repo` (default: the first of `repos()`; None when there is none)."""
         service = self.service
-        jobs = [result.job for result in service.jobs(repo)]
+        watched = [watch.repo for watch in service.watches.all()]
+        repo = repo or next(iter(self.repos(watched)), None)
+        if repo is None:
+            return None
+        jobs = service.queue.jobs(repo=repo)  # the jobs alone: their evaluations are not needed to list them
         running = service.running
         progress = {running.id: service.progress} if running is not None and service.progress else {}
         served = service.served(repo)
@@ -106,7 +112,7 @@ class Views:
             jobs=jobs,
             progress=progress,
             served=served.revision if served else None,
-            watched=repo in {watch.repo for watch in service.watches.all()},
+            watched=repo in watched,
             charts=charts,
         )
 
@@ -150,23 +156,18 @@ def _context(view: RepoView | None, *, report: bool = False) -> dict:
 
 def render_dashboard(views: Views, repo: str | None, metric: str) -> str:
     """The whole page: repo tabs, the views of `repo` (default: the first one), the predict box."""
-    repos = views.repos()
-    repo = repo or (repos[0] if repos else None)
-    view = views.view(repo, metric) if repo else None
-    return _templates.get_template("dashboard.html").render(repos=repos, **_context(view))
+    return _templates.get_template("dashboard.html").render(repos=views.repos(), **_context(views.view(repo, metric)))
 
 
 def render_views(views: Views, repo: str | None, metric: str) -> str:
     """The part of the page that refreshes itself while jobs run."""
-    repos = views.repos()
-    repo = repo or (repos[0] if repos else None)
-    return _templates.get_template("views.html").render(**_context(views.view(repo, metric) if repo else None))
+    return _templates.get_template("views.html").render(**_context(views.view(repo, metric)))
 
 
 def write_report(views: Views, repo: str, output: Path, *, metric: str = "mae", png: bool = False) -> list[Path]:
     """A self-contained HTML file of the repo's views (no script, no external resource); PNGs beside it with `png`."""
     view = views.view(repo, metric)
-    if view.choice is None:
+    if view is None or view.choice is None:
         raise NotEvaluated(f"{repo}: nothing is evaluated yet, so there is nothing to report")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(

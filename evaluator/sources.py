@@ -47,6 +47,10 @@ class Revision:
     epoch: float | None = None
     message: str | None = None
 
+    def fields(self) -> dict:
+        """What names the checkpoint in an answer: its revision, commit, step and epoch."""
+        return {"revision": self.revision, "commit": self.commit, "step": self.step, "epoch": self.epoch}
+
 
 @dataclass(frozen=True)
 class Checkpoint:
