@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from evaluator import errors
+from pricer.evaluator import errors
 
 log = logging.getLogger(__name__)
 

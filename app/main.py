@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app import errors
-from app.routes import router
-from evaluator.report import Views
-from evaluator.service import PricerService
-from evaluator.settings import Settings
+from pricer.app import errors
+from pricer.app.routes import router
+from pricer.evaluator.service.facade import PricerService
+from pricer.evaluator.settings import Settings
+from pricer.evaluator.views.report import Views
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 

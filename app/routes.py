@@ -8,8 +8,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 
-from app.deps import ServiceDep, require_token
-from app.schemas import (
+from pricer.app.deps import ServiceDep, require_token
+from pricer.app.schemas import (
     BestCheckpoint,
     CheckpointPublic,
     EvaluateRequest,
@@ -24,11 +24,11 @@ from app.schemas import (
     WatchRequest,
     WebhookIgnored,
 )
-from evaluator.errors import NotEvaluated
-from evaluator.metrics import METRICS
-from evaluator.report import render_dashboard, render_views
-from evaluator.service import PricerService
-from evaluator.telemetry import CONTENT_TYPE
+from pricer.evaluator.errors import NotEvaluated
+from pricer.evaluator.service.facade import PricerService
+from pricer.evaluator.service.telemetry import CONTENT_TYPE
+from pricer.evaluator.stats.metrics import METRICS
+from pricer.evaluator.views.report import render_dashboard, render_views
 
 router = APIRouter()
 Metric = Literal[METRICS]  # type: ignore[valid-type]

@@ -6,12 +6,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, model_validator
 
-from evaluator.data import MAX_DESCRIPTIONS
-from evaluator.metrics import Metrics
-from evaluator.ranking import Ranked
-from evaluator.selection import Candidate, Choice
-from evaluator.service import JobResult, ServedPrediction
-from evaluator.sources import Revision
+from pricer.evaluator.checkpoints.sources import Revision
+from pricer.evaluator.data import MAX_DESCRIPTIONS
+from pricer.evaluator.service.facade import JobResult, ServedPrediction
+from pricer.evaluator.stats.metrics import Metrics
+from pricer.evaluator.stats.ranking import Ranked
+from pricer.evaluator.stats.selection import Candidate, Choice
 
 
 class EvaluateRequest(BaseModel):

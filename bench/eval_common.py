@@ -13,11 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluator.catalogue import catalogue_frame
-from evaluator.data import HeldOutSet, catalogue_split, heldout_from_frame
-from evaluator.sources import LocalRun
-from evaluator.tiny import make_tiny_base
-from trainer import preset, train
+from pricer.evaluator.checkpoints.sources import LocalRun
+from pricer.evaluator.data import HeldOutSet, catalogue_split, heldout_from_frame
+from pricer.evaluator.embedded.catalogue import catalogue_frame
+from pricer.evaluator.embedded.tiny import make_tiny_base
+from pricer.trainer import preset, train
 
 WORK = Path(tempfile.gettempdir()) / "pricer-bench-eval"
 HIDDEN, LAYERS = 256, 4

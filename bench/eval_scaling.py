@@ -34,10 +34,10 @@ KS = (1, 5, 20)
 
 def child(args) -> dict:
     """Evaluate `args.child` checkpoints in this (fresh) process; the split of the wall time and peak memory."""
-    from evaluator.evaluate import Evaluator
-    from evaluator.scoring import PriceModel
-    from evaluator.settings import Settings
-    from evaluator.sources import LocalRun
+    from pricer.evaluator.checkpoints.sources import LocalRun
+    from pricer.evaluator.evaluate import Evaluator
+    from pricer.evaluator.scoring import PriceModel
+    from pricer.evaluator.settings import Settings
 
     torch.set_num_threads(args.threads)
     base, run = base_and_run(args.work)

@@ -36,10 +36,10 @@ import torch
 from transformers import AutoTokenizer
 
 from bench.eval_common import WORK, base_and_run, checkpoints, items
-from evaluator.evaluate import Evaluator
-from evaluator.scoring import CPU_BATCH_SIZE, batch_order, parse_price
-from evaluator.settings import Settings
-from evaluator.sources import LocalRun
+from pricer.evaluator.checkpoints.sources import LocalRun
+from pricer.evaluator.evaluate import Evaluator
+from pricer.evaluator.scoring import CPU_BATCH_SIZE, batch_order, parse_price
+from pricer.evaluator.settings import Settings
 
 
 def course_loop(base: Path, run: Path, revisions: list[str], prompts: list[str], device: str = "cpu") -> np.ndarray:

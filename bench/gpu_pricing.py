@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from bench.train_gpu import make_random_model
-from evaluator.adapters import read_adapter
-from evaluator.scoring import PriceModel
+from pricer.evaluator.checkpoints.adapters import read_adapter
+from pricer.evaluator.scoring import PriceModel
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 

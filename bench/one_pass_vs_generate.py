@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluator.adapters import read_adapter
-from evaluator.data import catalogue_split, heldout_from_frame, load_heldout
-from evaluator.scoring import PriceModel, parse_price
-from evaluator.tiny import make_tiny_base
-from trainer import preset, train
+from pricer.evaluator.checkpoints.adapters import read_adapter
+from pricer.evaluator.data import catalogue_split, heldout_from_frame, load_heldout
+from pricer.evaluator.embedded.tiny import make_tiny_base
+from pricer.evaluator.scoring import PriceModel, parse_price
+from pricer.trainer import preset, train
 
 
 def course_loop(model: PriceModel, adapter: str, prompts: list[str]) -> np.ndarray:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import httpx
 
-from evaluator.data import catalogue_split, heldout_from_frame
-from evaluator.tiny import make_tiny_base
+from pricer.evaluator.data import catalogue_split, heldout_from_frame
+from pricer.evaluator.embedded.tiny import make_tiny_base
+from pricer.trainer import preset, train
 from tests.server import ServerProcess
-from trainer import preset, train
 
 LEVELS = (1, 8, 32)
 

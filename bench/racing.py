@@ -3,7 +3,7 @@
 The tiny model is fine-tuned on real appliance items (the first 1,200 of
 `appliances_lite_2000.jsonl`), a checkpoint every 15 steps (20 checkpoints); 600 other items
 are held out and their validation part is used. Full evaluation scores every checkpoint on
-every validation item and lets `selection.choose` pick; racing (`evaluator.racing`) scores in
+every validation item and lets `selection.choose` pick; racing (`pricer.evaluator.stats.racing`) scores in
 rounds on growing random subsets and drops checkpoints significantly worse than the leader.
 Both run in the same process on the same checkpoints and items, so the ratios compare like with like.
 
@@ -27,16 +27,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from evaluator.adapters import read_adapter
-from evaluator.data import heldout_from_frame
-from evaluator.metrics import HIGHER_IS_BETTER, METRICS, item_errors
-from evaluator.racing import ROUNDS, RaceResult, race, race_checkpoints
-from evaluator.scoring import ItemPrices, PriceModel
-from evaluator.selection import _paired, choose, paired_resamples
-from evaluator.sources import LocalRun
-from evaluator.store import Evaluation
-from evaluator.tiny import make_tiny_base
-from trainer import preset, train
+from pricer.evaluator.checkpoints.adapters import read_adapter
+from pricer.evaluator.checkpoints.sources import LocalRun
+from pricer.evaluator.data import heldout_from_frame
+from pricer.evaluator.embedded.tiny import make_tiny_base
+from pricer.evaluator.scoring import ItemPrices, PriceModel
+from pricer.evaluator.stats.metrics import HIGHER_IS_BETTER, METRICS, item_errors
+from pricer.evaluator.stats.racing import ROUNDS, RaceResult, race, race_checkpoints
+from pricer.evaluator.stats.selection import choose, paired, paired_resamples
+from pricer.evaluator.store.evaluations import Evaluation
+from pricer.trainer import preset, train
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pricer" / "appliances_lite_2000.jsonl"
 
@@ -64,8 +64,8 @@ def full_choice(folders: list[Path], truth: np.ndarray, prices: list[ItemPrices]
 def agrees(values: np.ndarray, picked: int, full: int, metric: str) -> bool:
     """Racing's pick is full evaluation's, or not significantly worse than it on every validation item (paired, 95%)."""
     point, resampled = paired_resamples(values, metric)
-    paired = _paired(point, resampled, picked, full, 0.95)
-    return picked == full or (paired.high >= 0 if HIGHER_IS_BETTER[metric] else paired.low <= 0)
+    difference = paired(point, resampled, picked, full, 0.95)
+    return picked == full or (difference.high >= 0 if HIGHER_IS_BETTER[metric] else difference.low <= 0)
 
 
 def main() -> None:

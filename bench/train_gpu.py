@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
-from evaluator.data import catalogue_split, heldout_from_frame
-from evaluator.tiny import build_tokenizer, default_corpus
-from trainer import preset, train
+from pricer.evaluator.data import catalogue_split, heldout_from_frame
+from pricer.evaluator.embedded.tiny import build_tokenizer, default_corpus
+from pricer.trainer import preset, train
 
 SHAPES = {
     # Llama 3.1 8B: 8.0 B parameters

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluator.errors import InvalidDataset, InvalidPredictionInput
+from pricer.evaluator.errors import InvalidDataset, InvalidPredictionInput
 
 QUESTION = "How much does this cost to the nearest dollar?"
 PRICE_PREFIX = "Price is $"
@@ -237,7 +237,7 @@ def load_heldout(
 
 def catalogue_split(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The embedded default data: (train, held-out) parts of the generated catalogue."""
-    from evaluator.catalogue import catalogue_frame
+    from pricer.evaluator.embedded.catalogue import catalogue_frame
 
     frame = catalogue_frame(CATALOGUE_SIZE, seed=seed)
     return frame.iloc[:CATALOGUE_TRAIN].reset_index(drop=True), frame.iloc[CATALOGUE_TRAIN:].reset_index(drop=True)

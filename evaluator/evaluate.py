@@ -14,14 +14,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluator.data import HeldOutSet, prompts_for
-from evaluator.errors import InvalidAdapter, NotEvaluated
-from evaluator.ranking import Ranked, latest_group, rank
-from evaluator.scoring import PriceModel, ScoringConfig
-from evaluator.selection import Choice, choose
-from evaluator.settings import Settings
-from evaluator.sources import Checkpoint, CheckpointSource, Revision, open_source
-from evaluator.store import Evaluation, EvaluationKey, Store
+from pricer.evaluator.checkpoints.sources import Checkpoint, CheckpointSource, Revision, open_source
+from pricer.evaluator.data import HeldOutSet, prompts_for
+from pricer.evaluator.errors import InvalidAdapter, NotEvaluated
+from pricer.evaluator.scoring import PriceModel, ScoringConfig
+from pricer.evaluator.settings import Settings
+from pricer.evaluator.stats.ranking import Ranked, latest_group, rank
+from pricer.evaluator.stats.selection import Choice, choose
+from pricer.evaluator.store.evaluations import Evaluation, EvaluationKey, Store
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from evaluator.adapters import AdapterFiles
-from evaluator.errors import IncompatibleAdapter, ModelLoadError
+from pricer.evaluator.checkpoints.adapters import AdapterFiles
+from pricer.evaluator.errors import IncompatibleAdapter, ModelLoadError
 
 log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 16  # items per forward pass when none is given, off CUDA

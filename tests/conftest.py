@@ -10,12 +10,12 @@ import pytest
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from evaluator.data import catalogue_split, heldout_from_frame  # noqa: E402
-from evaluator.settings import Settings  # noqa: E402
-from evaluator.tiny import make_tiny_base  # noqa: E402
+from pricer.evaluator.data import catalogue_split, heldout_from_frame  # noqa: E402
+from pricer.evaluator.embedded.tiny import make_tiny_base  # noqa: E402
+from pricer.evaluator.settings import Settings  # noqa: E402
+from pricer.trainer import preset, train  # noqa: E402
 from tests.hubserver import hub_server  # noqa: E402,F401  (a fixture)
 from tests.server import API_TOKEN, ServerProcess, write_items  # noqa: E402
-from trainer import preset, train  # noqa: E402
 
 
 def _real_data() -> Path:

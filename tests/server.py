@@ -17,7 +17,7 @@ API_TOKEN = "s3cret-token-for-tests"
 
 def validation_size(path: str | Path | None) -> int:
     """How many items of a held-out file (None: the catalogue's) are validation items: what metrics count."""
-    from evaluator.data import load_heldout
+    from pricer.evaluator.data import load_heldout
 
     return int((~load_heldout(path).test).sum())
 
@@ -46,7 +46,7 @@ class ServerProcess:
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
     def start(self, timeout: float = 60) -> ServerProcess:
-        command = [sys.executable, "-m", "evaluator.cli", "-v", *self.command]
+        command = [sys.executable, "-m", "evaluator.cli.main", "-v", *self.command]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

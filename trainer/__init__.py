@@ -1,7 +1,7 @@
 """pricer's training worker: LoRA / QLoRA fine-tuning that writes every checkpoint as a revision."""
 
-from trainer.callback import PricerCallback
-from trainer.config import PRESETS, TrainConfig, preset
-from trainer.train import TrainResult, train
+from pricer.trainer.callback import PricerCallback
+from pricer.trainer.config import PRESETS, TrainConfig, preset
+from pricer.trainer.train import TrainResult, train
 
 __all__ = ["PRESETS", "PricerCallback", "TrainConfig", "TrainResult", "preset", "train"]

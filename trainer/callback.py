@@ -2,7 +2,7 @@
 
 Add it to any transformers / TRL trainer:
 
-    from trainer import PricerCallback
+    from pricer.trainer import PricerCallback
     trainer = SFTTrainer(..., callbacks=[PricerCallback("http://pricer:8000", repo="local/my-run")])
 
 A service that is down or slow never slows or breaks training: requests go out from a

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
-from evaluator.errors import InvalidTrainingConfig
+from pricer.evaluator.errors import InvalidTrainingConfig
 
 QLORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from evaluator.data import PRICE_PREFIX, HeldOutSet, training_text
+from pricer.evaluator.data import PRICE_PREFIX, HeldOutSet, training_text
 
 IGNORE = -100  # label value the loss skips
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from evaluator.adapters import CONFIG_FILE, STATE_FILE, WEIGHTS_FILE
-from evaluator.errors import HubUnavailable
+from pricer.evaluator.checkpoints.adapters import CONFIG_FILE, STATE_FILE, WEIGHTS_FILE
+from pricer.evaluator.errors import HubUnavailable
 
 log = logging.getLogger(__name__)
 PUSHED_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE)  # never optimizer state or pickled arguments

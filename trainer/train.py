@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from evaluator.data import HeldOutSet
-from evaluator.errors import ModelLoadError, RunFolderInUse
-from evaluator.sources import LocalRun
-from trainer.config import TrainConfig
-from trainer.dataset import CompletionOnly, pad_batch
+from pricer.evaluator.checkpoints.sources import LocalRun
+from pricer.evaluator.data import HeldOutSet
+from pricer.evaluator.errors import ModelLoadError, RunFolderInUse
+from pricer.trainer.config import TrainConfig
+from pricer.trainer.dataset import CompletionOnly, pad_batch
 
 log = logging.getLogger(__name__)
 RUN_FILE = "pricer-run.json"  # marks an output folder as one run: its base and training data
@@ -150,7 +150,7 @@ def train(
         raise ModelLoadError(f"unknown base model {base!r}: {exc}") from exc
     publisher = None
     if push_to:
-        from trainer.publish import HubPublisher, PublishCallback
+        from pricer.trainer.publish import HubPublisher, PublishCallback
 
         publisher = HubPublisher(push_to, token=token, endpoint=endpoint)
         callbacks = [*callbacks, PublishCallback(publisher)]

@@ -1,0 +1,247 @@
+"""Checkpoint sources: where revisions of a training run come from.
+
+- `HubRepo`: a Hugging Face Hub repo (or any Hub-compatible `HF_ENDPOINT`); a revision is a
+  commit, a branch, a tag or a short sha, resolved to its full commit sha.
+- `LocalRun`: a Trainer `output_dir`; a revision is a `checkpoint-N/` folder, its immutable
+  id a content hash of the adapter files.
+
+Both give `Revision`s (identity and provenance) and `fetch` a checked adapter folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from pricer.evaluator.checkpoints.adapters import (
+    CONFIG_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    AdapterFiles,
+    check_file_names,
+    content_hash,
+    read_adapter,
+    read_trainer_state,
+)
+from pricer.evaluator.errors import HubUnavailable, InvalidAdapter, InvalidRepoId, RepoNotFound, RevisionNotFound
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_STEP = re.compile(r"\bstep (\d+)", re.IGNORECASE)
+_EPOCH = re.compile(r"\bepoch (\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One checkpoint of a run: the name it was asked by, its immutable id, and where training was."""
+
+    source: str
+    revision: str
+    commit: str
+    step: int | None = None
+    epoch: float | None = None
+    message: str | None = None
+
+    def fields(self) -> dict:
+        """What names the checkpoint in an answer: its revision, commit, step and epoch."""
+        return {"revision": self.revision, "commit": self.commit, "step": self.step, "epoch": self.epoch}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A fetched revision: its identity and its checked adapter on local disk."""
+
+    revision: Revision
+    adapter: AdapterFiles
+
+
+class CheckpointSource(Protocol):
+    name: str
+
+    def revisions(self) -> list[Revision]:
+        """Every checkpoint of the run, oldest first."""
+        ...
+
+    def resolve(self, revision: str) -> Revision:
+        """The checkpoint that `revision` names now."""
+        ...
+
+    def latest(self) -> Revision:
+        """The newest checkpoint: the last `checkpoint-N`, or the head of `main`."""
+        ...
+
+    def refs(self) -> dict[str, str]:
+        """Branch and tag names, each with the commit it points to."""
+        ...
+
+    def fetch(self, revision: Revision) -> Checkpoint:
+        """Download (if needed) and check the adapter of `revision`."""
+        ...
+
+
+def parse_training_message(message: str | None) -> tuple[int | None, float | None]:
+    """(step, epoch) from the Trainer's commit messages ("Training in progress, step N" / "..., epoch N")."""
+    if not message:
+        return None, None
+    step, epoch = _STEP.search(message), _EPOCH.search(message)
+    return (int(step.group(1)) if step else None, float(epoch.group(1)) if epoch else None)
+
+
+def _with_trainer_state(revision: Revision, folder: Path) -> Revision:
+    # trainer_state.json is exact; commit messages and folder names are the fallback
+    step, epoch = read_trainer_state(folder)
+    return replace(
+        revision, step=step if step is not None else revision.step, epoch=epoch if epoch is not None else revision.epoch
+    )
+
+
+class LocalRun:
+    """A training run's output folder holding `checkpoint-N/` adapter folders."""
+
+    def __init__(self, path: str | Path, *, root: Path | None = None) -> None:
+        folder = Path(path).expanduser().resolve()
+        if root is not None and not folder.is_relative_to(root.expanduser().resolve()):
+            raise InvalidRepoId(f"{path}: outside the checkpoint root")
+        if not folder.is_dir():
+            raise RepoNotFound(f"{path}: no such run folder")
+        self.path = folder
+        self.name = str(folder)
+
+    def revisions(self) -> list[Revision]:
+        numbered = [(int(m.group(1)), p.name) for p in self.path.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
+        if not numbered:
+            raise RevisionNotFound(f"{self.name}: no checkpoint-N folders")
+        return [self.resolve(name) for _, name in sorted(numbered)]
+
+    def resolve(self, revision: str) -> Revision:
+        folder = self.path / revision
+        if not _SAFE_NAME.match(revision) or not folder.is_dir():
+            raise RevisionNotFound(f"{self.name}: no checkpoint folder {revision!r}")
+        match = _CHECKPOINT.match(revision)
+        adapter = read_adapter(folder, where=f"{self.name}/{revision}")
+        found = Revision(self.name, revision, content_hash(adapter.path), step=int(match.group(1)) if match else None)
+        return _with_trainer_state(found, folder)
+
+    def latest(self) -> Revision:
+        return self.revisions()[-1]
+
+    def refs(self) -> dict[str, str]:
+        return {}  # a run folder has no branches or tags
+
+    def fetch(self, revision: Revision) -> Checkpoint:
+        folder = self.path / revision.revision
+        adapter = read_adapter(folder, where=f"{self.name}/{revision.revision}")
+        if content_hash(folder) != revision.commit:
+            raise RevisionNotFound(f"{self.name}/{revision.revision}: changed on disk since it was resolved")
+        return Checkpoint(revision, adapter)
+
+
+class HubRepo:
+    """A model repo on the Hugging Face Hub (or a Hub-compatible endpoint)."""
+
+    def __init__(
+        self, repo_id: str, *, token: str | None = None, endpoint: str | None = None, cache_dir: Path | None = None
+    ) -> None:
+        from huggingface_hub import HfApi
+
+        if not _HUB_ID.match(repo_id) or ".." in repo_id or len(repo_id) > 96:
+            raise InvalidRepoId(f"{repo_id!r} is not a Hub repo id of the form 'namespace/name'")
+        self.name = repo_id
+        self._token, self._endpoint, self._cache_dir = token, endpoint, cache_dir
+        self._api = HfApi(endpoint=endpoint, token=token or False)
+
+    def revisions(self) -> list[Revision]:
+        with self._hub_errors():
+            commits = self._api.list_repo_commits(self.name)
+            found = []
+            for commit in reversed(commits):  # the Hub lists newest first
+                if CONFIG_FILE in self._api.list_repo_files(self.name, revision=commit.commit_id):
+                    found.append(self._revision(commit.commit_id[:7], commit.commit_id, commit.message or commit.title))
+        return found
+
+    def resolve(self, revision: str) -> Revision:
+        if not revision or len(revision) > 256 or ".." in revision:
+            raise RevisionNotFound(f"{self.name}: {revision!r} is not a valid revision")
+        with self._hub_errors(revision):
+            sha = self._api.model_info(self.name, revision=revision).sha
+            if sha is None:
+                raise RevisionNotFound(f"{self.name}: cannot resolve revision {revision!r}")
+            head = self._api.list_repo_commits(self.name, revision=sha)[0]
+        return self._revision(revision, sha, head.message or head.title)
+
+    def latest(self) -> Revision:
+        return self.resolve("main")
+
+    def refs(self) -> dict[str, str]:
+        with self._hub_errors():
+            refs = self._api.list_repo_refs(self.name)
+        return {ref.name: ref.target_commit for ref in [*refs.branches, *refs.tags]}
+
+    def fetch(self, revision: Revision) -> Checkpoint:
+        from huggingface_hub import snapshot_download
+
+        where = f"{self.name}@{revision.revision}"
+        with self._hub_errors(revision.revision):
+            check_file_names(self._api.list_repo_files(self.name, revision=revision.commit), where=where)
+            folder = snapshot_download(
+                self.name,
+                revision=revision.commit,
+                allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, STATE_FILE],
+                cache_dir=self._cache_dir,
+                token=self._token or False,
+                endpoint=self._endpoint,
+            )
+        path = Path(folder)
+        return Checkpoint(_with_trainer_state(revision, path), read_adapter(path, where=where))
+
+    def _revision(self, name: str, sha: str, message: str | None) -> Revision:
+        step, epoch = parse_training_message(message)
+        return Revision(self.name, name, sha, step=step, epoch=epoch, message=message)
+
+    @contextmanager
+    def _hub_errors(self, revision: str | None = None) -> Iterator[None]:
+        """Translate huggingface_hub's errors into pricer's, naming the repo and revision."""
+        from huggingface_hub import errors
+
+        try:
+            yield
+        except errors.RevisionNotFoundError as exc:
+            raise RevisionNotFound(f"{self.name}: no revision {revision!r}") from exc
+        except (errors.RepositoryNotFoundError, errors.GatedRepoError) as exc:
+            raise RepoNotFound(f"{self.name}: no such Hub repo, or the token cannot see it") from exc
+        except errors.LocalEntryNotFoundError as exc:  # what the client raises when the Hub is unreachable
+            raise HubUnavailable(f"{self.name}: cannot reach the Hub and nothing is cached") from exc
+        except errors.EntryNotFoundError as exc:
+            raise InvalidAdapter(f"{self.name}@{revision}: adapter file missing ({exc})") from exc
+        except errors.HFValidationError as exc:
+            raise RevisionNotFound(f"{self.name}: invalid revision {revision!r} ({exc})") from exc
+        except errors.HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (400, 404, 422):
+                raise RevisionNotFound(f"{self.name}: no revision {revision!r}") from exc
+            raise HubUnavailable(f"{self.name}: the Hub answered {status}") from exc
+        except errors.HTTPError as exc:
+            raise HubUnavailable(f"{self.name}: cannot reach the Hub ({type(exc).__name__})") from exc
+
+
+def open_source(
+    spec: str, *, token: str | None = None, endpoint: str | None = None, root: Path | None = None, cache_dir: Path | None = None
+) -> CheckpointSource:
+    """A local run folder when `spec` is (or looks like) a path, else a Hub repo id.
+
+    With `root`, local runs are named `local/<name>` and must lie under `root`; no other path is read.
+    """
+    if root is not None:
+        if spec.startswith("local/"):
+            name = spec.removeprefix("local/")
+            if not _SAFE_NAME.match(name):
+                raise InvalidRepoId(f"{spec!r}: a local run is named local/<folder name>")
+            return LocalRun(root / name, root=root)
+    elif Path(spec).expanduser().is_dir() or spec.startswith((".", "/", "~")):
+        return LocalRun(spec)
+    return HubRepo(spec, token=token, endpoint=endpoint, cache_dir=cache_dir)

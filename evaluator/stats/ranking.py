@@ -1,0 +1,48 @@
+"""Rank a run's checkpoints on the same held-out items by a chosen metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pricer.evaluator.errors import NotEvaluated
+from pricer.evaluator.stats.metrics import HIGHER_IS_BETTER, METRICS, Metrics
+from pricer.evaluator.store.evaluations import Evaluation
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One checkpoint's place in a ranking and the metrics it was ranked by."""
+
+    rank: int
+    evaluation: Evaluation
+    metrics: Metrics
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            **self.evaluation.revision.fields(),
+            **self.metrics.to_dict(),
+            "base_model": self.evaluation.base_model,
+            "dataset": self.evaluation.dataset_name,
+        }
+
+
+def rank(evaluations: list[Evaluation], *, metric: str = "mae", estimator: str = "argmax") -> list[Ranked]:
+    """Best first by `metric`; ties go to the earlier checkpoint (less trained, less overfit)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if len({(e.dataset_fingerprint, e.base_model, e.config_key) for e in evaluations}) > 1:
+        raise ValueError("cannot rank evaluations made on different data, base models or scoring configs")
+    sign = -1 if HIGHER_IS_BETTER[metric] else 1
+    scored = [(e, e.metrics(estimator)) for e in evaluations]
+    scored.sort(key=lambda pair: (sign * pair[1].value(metric), pair[0].revision.step or 0, pair[0].id))
+    return [Ranked(rank=i + 1, evaluation=e, metrics=m) for i, (e, m) in enumerate(scored)]
+
+
+def latest_group(evaluations: list[Evaluation]) -> list[Evaluation]:
+    """The evaluations sharing data, base and config with the most recent one: what `best` compares."""
+    if not evaluations:
+        raise NotEvaluated("nothing is evaluated yet")
+    last = max(evaluations, key=lambda e: e.id)
+    group = (last.dataset_fingerprint, last.base_model, last.config_key)
+    return [e for e in evaluations if (e.dataset_fingerprint, e.base_model, e.config_key) == group]

@@ -1,0 +1,274 @@
+"""The store: checkpoints, evaluations and every per-item prediction (SQLAlchemy 2).
+
+SQLite by default, any SQLAlchemy URL (PostgreSQL at scale). An evaluation is identified
+by (checkpoint, base model, dataset fingerprint, scoring config); it is written with all
+its predictions in one transaction, so a crash never leaves half an evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+
+from pricer.evaluator.checkpoints.sources import Revision
+from pricer.evaluator.scoring import ItemPrices
+from pricer.evaluator.stats.metrics import Metrics, score
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("source", "commit"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(512), index=True)
+    revision: Mapped[str] = mapped_column(String(256))
+    commit: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int | None] = mapped_column(Integer)
+    epoch: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str | None] = mapped_column(Text)
+    adapter_base: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvaluationRow(Base):
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("checkpoint_id", "base_model", "dataset_fingerprint", "config_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), index=True)
+    base_model: Mapped[str] = mapped_column(String(512))
+    dataset_name: Mapped[str] = mapped_column(String(256))
+    dataset_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    config_key: Mapped[str] = mapped_column(String(256))
+    n: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    checkpoint: Mapped[CheckpointRow] = relationship(lazy="joined")
+    predictions: Mapped[list[PredictionRow]] = relationship(order_by="PredictionRow.item", cascade="all, delete-orphan")
+
+
+class PredictionRow(Base):
+    __tablename__ = "predictions"
+
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id"), primary_key=True)
+    item: Mapped[int] = mapped_column(Integer, primary_key=True)
+    truth: Mapped[float] = mapped_column(Float)
+    argmax: Mapped[float] = mapped_column(Float)
+    mean: Mapped[float] = mapped_column(Float)
+    p_number: Mapped[float | None] = mapped_column(Float)
+    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # a test item: never used to choose
+
+
+@dataclass(frozen=True)
+class EvaluationKey:
+    """What makes two evaluations the same: the checkpoint and everything that changes its predictions."""
+
+    source: str
+    commit: str
+    base_model: str
+    dataset_fingerprint: str
+    config_key: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A finished evaluation: the checkpoint, the set-up, and every item's truth and predictions."""
+
+    id: int
+    revision: Revision
+    base_model: str
+    dataset_name: str
+    dataset_fingerprint: str
+    config_key: str
+    truth: np.ndarray
+    prices: ItemPrices
+    test: np.ndarray  # (n,) bool: the test items; the others validate
+    seconds: float
+    created_at: datetime
+
+    @property
+    def n(self) -> int:
+        return int(self.truth.size)
+
+    def items(self, part: str = "validation") -> np.ndarray:
+        """Indices of the validation items, the test items, or all."""
+        if part not in ("validation", "test", "all"):
+            raise ValueError(f"unknown part {part!r}")
+        mask = {"validation": ~self.test, "test": self.test, "all": np.ones_like(self.test)}[part]
+        return np.flatnonzero(mask)
+
+    def metrics(self, estimator: str = "argmax", part: str = "validation") -> Metrics:
+        """The course's metrics on one part of the items (by default the validation part, which ranks)."""
+        items = self.items(part)
+        return score(self.truth[items], self.prices.guesses(estimator)[items])
+
+
+def _evaluation(row: EvaluationRow) -> Evaluation:
+    ckpt = row.checkpoint
+    table = np.array(
+        [(p.truth, p.argmax, p.mean, np.nan if p.p_number is None else p.p_number, bool(p.test)) for p in row.predictions]
+    )
+    return Evaluation(
+        id=row.id,
+        revision=Revision(ckpt.source, ckpt.revision, ckpt.commit, ckpt.step, ckpt.epoch, ckpt.message),
+        base_model=row.base_model,
+        dataset_name=row.dataset_name,
+        dataset_fingerprint=row.dataset_fingerprint,
+        config_key=row.config_key,
+        truth=table[:, 0],
+        prices=ItemPrices(argmax=table[:, 1], mean=table[:, 2], p_number=table[:, 3]),
+        test=table[:, 4].astype(bool),
+        seconds=row.seconds,
+        created_at=row.created_at,
+    )
+
+
+def _add_missing_columns(engine) -> None:
+    """Stores made by an earlier pricer lack newer nullable columns: add them in place."""
+    columns = {c["name"] for c in inspect(engine).get_columns("predictions")}
+    if "test" not in columns:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE predictions ADD COLUMN test BOOLEAN NOT NULL DEFAULT 0"))
+
+
+class Store:
+    """Reads and writes evaluations; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        sqlite_file = parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:")
+        if sqlite_file:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"check_same_thread": False, "timeout": 30} if parsed.drivername.startswith("sqlite") else {}
+        self.engine = create_engine(url, connect_args=connect_args)
+        if sqlite_file:  # readers (requests) never wait for the writer (the worker), and a crash cannot corrupt
+            event.listen(self.engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
+        Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
+
+    def adapter_base(self, source: str, commit: str) -> str | None:
+        """The base model a stored checkpoint's adapter names, if the checkpoint is known."""
+        with Session(self.engine) as session:
+            return session.scalar(select(CheckpointRow.adapter_base).filter_by(source=source, commit=commit))
+
+    def find(self, key: EvaluationKey) -> Evaluation | None:
+        with Session(self.engine) as session:
+            row = session.scalar(
+                select(EvaluationRow)
+                .join(EvaluationRow.checkpoint)
+                .where(
+                    CheckpointRow.source == key.source,
+                    CheckpointRow.commit == key.commit,
+                    EvaluationRow.base_model == key.base_model,
+                    EvaluationRow.dataset_fingerprint == key.dataset_fingerprint,
+                    EvaluationRow.config_key == key.config_key,
+                )
+                .options(selectinload(EvaluationRow.predictions))
+            )
+            return _evaluation(row) if row else None
+
+    def save(
+        self,
+        key: EvaluationKey,
+        revision: Revision,
+        *,
+        adapter_base: str | None,
+        dataset_name: str,
+        truth: np.ndarray,
+        prices: ItemPrices,
+        test: np.ndarray,
+        seconds: float,
+    ) -> Evaluation:
+        """Write one finished evaluation and all its predictions atomically; return it as stored.
+
+        When another process stored the same evaluation meanwhile, its result is kept and returned.
+        """
+        try:
+            with Session(self.engine) as session, session.begin():
+                ckpt = session.scalar(select(CheckpointRow).filter_by(source=key.source, commit=key.commit))
+                if ckpt is None:
+                    ckpt = CheckpointRow(source=key.source, revision=revision.revision, commit=key.commit, message=revision.message)
+                    session.add(ckpt)
+                ckpt.step, ckpt.epoch, ckpt.adapter_base = revision.step, revision.epoch, adapter_base
+                row = EvaluationRow(
+                    checkpoint=ckpt,
+                    base_model=key.base_model,
+                    dataset_name=dataset_name,
+                    dataset_fingerprint=key.dataset_fingerprint,
+                    config_key=key.config_key,
+                    n=int(truth.size),
+                    seconds=seconds,
+                )
+                row.predictions = [
+                    PredictionRow(
+                        item=i,
+                        truth=float(t),
+                        argmax=float(a),
+                        mean=float(m),
+                        p_number=None if np.isnan(p) else float(p),
+                        test=bool(is_test),
+                    )
+                    for i, (t, a, m, p, is_test) in enumerate(
+                        zip(truth, prices.argmax, prices.mean, prices.p_number, test, strict=True)
+                    )
+                ]
+                session.add(row)
+                session.flush()
+                evaluation_id = row.id
+        except IntegrityError:
+            if (stored := self.find(key)) is None:
+                raise
+            return stored
+        return self.get(evaluation_id)
+
+    def get(self, evaluation_id: int) -> Evaluation:
+        with Session(self.engine) as session:
+            row = session.scalar(
+                select(EvaluationRow).filter_by(id=evaluation_id).options(selectinload(EvaluationRow.predictions))
+            )
+            if row is None:
+                raise LookupError(f"no evaluation {evaluation_id}")
+            return _evaluation(row)
+
+    def evaluations(self, source: str, *, dataset_fingerprint: str | None = None) -> list[Evaluation]:
+        """Every stored evaluation of a source's checkpoints, oldest first."""
+        query = (
+            select(EvaluationRow)
+            .join(EvaluationRow.checkpoint)
+            .where(CheckpointRow.source == source)
+            .options(selectinload(EvaluationRow.predictions))
+            .order_by(EvaluationRow.id)
+        )
+        if dataset_fingerprint:
+            query = query.where(EvaluationRow.dataset_fingerprint == dataset_fingerprint)
+        with Session(self.engine) as session:
+            return [_evaluation(row) for row in session.scalars(query)]

@@ -1,0 +1,116 @@
+"""Charts of a run: validation error per checkpoint, and truth vs prediction like the course's tester.
+
+Each function returns a matplotlib `Figure` (made without pyplot, so the server can draw
+from several threads); `save_png` writes it for `pricer demo` and `pricer report --png`,
+`to_svg` inlines it in the dashboard and the HTML report. Artists the page and its tests
+look for carry ids: `checkpoints` (one marker per checkpoint), `chosen`, `interval`, `items`.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from pricer.evaluator.stats.metrics import colors
+from pricer.evaluator.stats.selection import Choice
+from pricer.evaluator.store.evaluations import Evaluation
+
+LABELS = {"mae": "average absolute error ($)", "rmsle": "RMSLE", "hit_rate": "hit rate"}
+
+
+def error_curve(choice: Choice, *, title: str = "") -> Figure:
+    """The choice's validation metric per checkpoint against step, its 95% interval, epoch starts and the chosen one."""
+    metric, by_step = choice.metric, choice.candidates
+    steps = np.array([c.evaluation.revision.step or i for i, c in enumerate(by_step)])
+    values = np.array([c.validation.value(metric) for c in by_step])
+    low, high = np.array([c.validation.intervals[metric] for c in by_step]).T
+    chosen = choice.chosen
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    ax.fill_between(steps, low, high, alpha=0.2, color="tab:blue", label="95% interval", gid="interval")
+    ax.plot(steps, values, "o-", color="tab:blue", label=LABELS[metric], gid="checkpoints")
+    ax.plot(
+        [chosen.evaluation.revision.step or steps[by_step.index(chosen)]],
+        [chosen.validation.value(metric)],
+        "*",
+        ms=18,
+        color="tab:green",
+        label=f"chosen: {chosen.evaluation.revision.revision} (P(best) {chosen.p_best:.0%})",
+        gid="chosen",
+    )
+    for epoch_start in _epoch_starts(by_step):
+        ax.axvline(epoch_start, color="grey", lw=0.8, ls=":")
+    ax.set(
+        xlabel="training step (dotted: epoch boundaries)",
+        ylabel=LABELS[metric],
+        title=_literal(title or "validation error per checkpoint"),
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _epoch_starts(by_step: list) -> list[float]:
+    """Steps where a new whole epoch begins, interpolated from the checkpoints' (step, epoch)."""
+    known = [(c.evaluation.revision.step, c.evaluation.revision.epoch) for c in by_step]
+    known = [(s, e) for s, e in known if s and e]
+    if not known:
+        return []
+    steps_per_epoch = known[-1][0] / known[-1][1]
+    return [k * steps_per_epoch for k in range(1, int(known[-1][1]) + 1)]
+
+
+def truth_vs_prediction(
+    evaluation: Evaluation, *, part: str = "test", estimator: str = "argmax", title: str = "", titled: bool = True
+) -> Figure:
+    """Each item's true price against its prediction, green / orange / red as the course's tester colours them.
+
+    By default on the test items: the chosen checkpoint's out-of-sample picture. `titled=False`
+    leaves the title line to the page around the figure.
+    """
+    items = evaluation.items(part)
+    if items.size == 0:  # data without test items: show the validation part
+        part, items = "validation", evaluation.items("validation")
+    truth, guess = evaluation.truth[items], evaluation.prices.guesses(estimator)[items]
+    fig = Figure(figsize=(7, 7) if titled else (6, 5.5))
+    ax = fig.subplots()
+    top = max(truth.max(), guess.max()) * 1.05
+    ax.plot([0, top], [0, top], color="deepskyblue", lw=2, alpha=0.6)
+    ax.scatter(truth, guess, s=6, c=colors(truth, guess), gid="items")
+    ax.set(xlabel="ground truth ($)", ylabel="model estimate ($)", xlim=(0, top), ylim=(0, top))
+    if titled:
+        ax.set_title(_literal(title_line(evaluation, part=part, estimator=estimator, name=title)))
+    fig.tight_layout()
+    return fig
+
+
+def title_line(evaluation: Evaluation, *, part: str = "test", estimator: str = "argmax", name: str = "") -> str:
+    """The course tester's title: what was scored, then its error, RMSLE and hits."""
+    m = evaluation.metrics(estimator, part=part)
+    name = name or f"{evaluation.revision.revision} on {evaluation.dataset_name} ({part}, {m.n} items)"
+    return f"{name}\nError=${m.mae:,.2f} RMSLE={m.rmsle:.2f} Hits={m.hit_rate:.1%}"
+
+
+def _literal(text: str) -> str:
+    """Text matplotlib shows as written: two "$" would otherwise start a formula."""
+    return text.replace("$", r"\$")
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def to_svg(fig: Figure) -> str:
+    """The figure as an inline `<svg>` element: text stays text, ids are stable from one render to the next."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "pricer"}):
+        fig.savefig(buffer, format="svg")
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]

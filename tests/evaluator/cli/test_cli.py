@@ -1,0 +1,151 @@
+"""`pricer` as a user runs it: JSON and table output, and bad input that fails cleanly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pricer.evaluator.cli.main import main
+from pricer.evaluator.data import catalogue_split
+from pricer.evaluator.embedded.tiny import make_tiny_base
+from pricer.evaluator.settings import Settings
+from pricer.evaluator.store.evaluations import Store
+from tests.hubserver import HubServer
+from tests.server import ServerProcess, validation_size
+
+RANKING_KEYS = {"revision", "commit", "step", "epoch", "n", "mae", "rmsle", "hit_rate", "intervals"}
+
+
+@pytest.fixture
+def heldout_file(tmp_path):
+    path = tmp_path / "heldout.jsonl"
+    catalogue_split()[1].iloc[:32].to_json(path, orient="records", lines=True)
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _count() -> int:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from pricer.evaluator.store.evaluations import EvaluationRow
+
+    with Session(Store(Settings().store_url).engine) as session:
+        return session.scalar(select(func.count()).select_from(EvaluationRow))
+
+
+def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
+    code, out, _ = run(capsys, "evaluate", str(tiny_run), "--all", "--data", str(heldout_file), "--json")
+    assert code == 0
+    ranking = json.loads(out)
+    assert len(ranking) == 3 and all(RANKING_KEYS <= set(entry) for entry in ranking)
+    assert sorted(e["step"] for e in ranking) == [10, 20, 30] and all(e["n"] == validation_size(heldout_file) for e in ranking)
+    assert [e["mae"] for e in ranking] == sorted(e["mae"] for e in ranking)
+
+    code, out, _ = run(capsys, "best", str(tiny_run), "--json", "--rule", "min")
+    lowest = json.loads(out)
+    assert code == 0 and lowest["best"]["commit"] == ranking[0]["commit"] and lowest["runner_up"]["commit"] == ranking[1]["commit"]
+    code, out, _ = run(capsys, "best", str(tiny_run), "--json")
+    best = json.loads(out)
+    assert code == 0 and "not significantly worse" in best["rule"] and len(best["candidates"]) == 3
+    assert best["best"]["step"] <= lowest["best"]["step"]  # the rule never picks a later checkpoint than the lowest error
+    assert best["test"]["n"] == 32 - validation_size(heldout_file)  # the out-of-sample figure: test items only
+
+    code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["commit"] == best["best"]["commit"] and 0 <= answer["price"] <= 999
+
+    code, out, _ = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", "--data", str(heldout_file))
+    assert code == 0 and "checkpoint-20" in out and "avg error" in out and "checkpoint-10" not in out
+    code, out, _ = run(capsys, "best", str(tiny_run), "--metric", "hit_rate")
+    assert code == 0 and "runner-up" in out and "never used to choose" in out
+
+
+def test_watch_once_evaluates_every_checkpoint_and_states_the_choice(capsys, tiny_run, heldout_file):
+    code, out, err = run(capsys, "watch", str(tiny_run), "--once", "--interval", "0.2", "--data", str(heldout_file), "--json")
+    assert code == 0, err
+    choice = json.loads(out)
+    assert choice["repo"] == f"local/{tiny_run.name}" and [c["step"] for c in choice["candidates"]] == [10, 20, 30]
+    assert choice["best"]["commit"] in {c["commit"] for c in choice["candidates"]}
+
+
+def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, heldout_file, monkeypatch):
+    other_base = make_tiny_base(tmp_path / "other-base", hidden=64, pretrain_steps=0)
+    pickled = tmp_path / "pickled-run" / "checkpoint-5"
+    pickled.mkdir(parents=True)
+    (pickled / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (pickled / "adapter_model.bin").write_bytes(b"\x80\x04")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"title": "mixer", "price": 10}\n{"title": "drill", "price": "ten"}\n')
+    cases = [
+        (["evaluate", str(tmp_path / "no-run")], "no such run folder"),
+        (["evaluate", str(tiny_run), "--revision", "checkpoint-99"], "no checkpoint folder 'checkpoint-99'"),
+        (["evaluate", str(tiny_run), "--base", str(other_base)], "fits no module of base model"),
+        (["evaluate", str(tmp_path / "pickled-run")], "safetensors only"),
+        (["evaluate", str(tiny_run), "--data", str(broken)], "not a number in row(s) 1"),
+        (["evaluate", "not/a/repo"], "not a Hub repo id"),
+        (["best", str(tiny_run)], "nothing is evaluated yet"),
+        (["predict", str(tiny_run), "  "], "a description is empty"),
+        (["predict", str(tiny_run), "a lamp"], "nothing is evaluated yet"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(
+            capsys, *argv, *(["--data", str(heldout_file)] if argv[0] == "evaluate" and "--data" not in argv else [])
+        )
+        assert code == 2, argv
+        assert message in err, (argv, err)
+        assert "Traceback" not in err and out == ""
+    assert _count() == 0
+
+
+def test_hub_repo_errors(capsys, tmp_path, heldout_file, monkeypatch):
+    with HubServer(tmp_path / "hub") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        code, _, err = run(capsys, "evaluate", "org/missing-run", "--revision", "main", "--data", str(heldout_file))
+        assert code == 2 and "no such Hub repo" in err
+
+
+def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tmp_path):
+    home = tmp_path / "pricer-home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "tiny-llama").symlink_to(tiny_base)  # the base is built (and tested) once per session
+    server = ServerProcess({"PRICER_HOME": str(home), "PYTHONUNBUFFERED": "1"}, tmp_path / "demo.log")
+    server.command = ["demo", "--items", "80", "--epochs", "2", "--save-steps", "10", "--port", str(server.port)]
+    with server.start(timeout=600):
+        out = server.log.read_text()
+        assert "checkpoint-10" in out and "checkpoint-20" in out and "chosen of 2: checkpoint-" in out
+        assert "curl -s -X POST http://127.0.0.1" in out
+        best = server.client.get("/best-checkpoint").json()
+        assert best["repo"] == "local/demo-80x2-10" and best["metrics"]["n"] == validation_size(None) and best["evaluated"] == 2
+        answer = server.client.post("/predict", json={"description": "Stainless steel stand mixer"}).json()
+        assert answer["commit"] == best["commit"] and answer["price"] >= 0
+        assert f'<span id="chosen-revision">{best["revision"]}</span>' in server.client.get("/").text  # the dashboard
+    reports = home / "reports" / "demo-80x2-10"
+    assert f'<span id="chosen-revision">{best["revision"]}</span>' in (reports / "report.html").read_text()
+    for chart in ("validation-error.png", "chosen-truth-vs-prediction.png"):
+        assert (reports / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (reports / chart).stat().st_size > 10_000
+    # the CLI reads the same store: the demo's ranking through `pricer best`
+    cli = subprocess.run(
+        [sys.executable, "-m", "evaluator.cli.main", "best", str(home / "runs" / "demo-80x2-10"), "--json"],
+        env={**os.environ, "PRICER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(cli.stdout)["best"]["commit"] == best["commit"]
+
+
+def test_demo_no_serve_stops_after_the_ranking(capsys, tiny_base, tmp_path):
+    home = tmp_path / "pricer-home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "tiny-llama").symlink_to(tiny_base)
+    code, out, err = run(capsys, "demo", "--items", "40", "--epochs", "2", "--save-steps", "5", "--no-serve")
+    assert code == 0, err
+    assert "checkpoint-5" in out and "checkpoint-10" in out and "validation-error.png" in out and "report.html" in out and "serving" not in out

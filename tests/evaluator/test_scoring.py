@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from pricer.evaluator.checkpoints.adapters import read_adapter
+from pricer.evaluator.data import catalogue_split, heldout_from_frame
+from pricer.evaluator.embedded.tiny import make_tiny_base
+from pricer.evaluator.errors import IncompatibleAdapter, ModelLoadError
+from pricer.evaluator.scoring import PriceModel, number_token_ids, parse_price
+from pricer.trainer import preset, train
+
+
+@pytest.fixture(scope="module")
+def model(tiny_base):
+    return PriceModel(str(tiny_base), device="cpu")
+
+
+def test_tiny_tokenizer_has_one_token_per_integer(model):
+    ids = number_token_ids(model.tokenizer)
+    assert ids is not None and len(set(ids)) == 1000
+    assert model.tokenizer.decode([ids[437]]) == "437"
+    assert model.method == "numbers"
+
+
+def test_one_pass_argmax_is_greedy_decoding_and_batching_changes_nothing(model, tiny_run, catalogue_heldout):
+    name = model.load_adapter(read_adapter(tiny_run / "checkpoint-30"), "c30")
+    prompts = catalogue_heldout.prompts[:24]
+    batched = model.price(prompts, adapter=name, batch_size=8)
+    single = model.price(prompts, adapter=name, batch_size=1)
+    np.testing.assert_array_equal(batched.argmax, single.argmax)
+    np.testing.assert_allclose(batched.mean, single.mean, rtol=1e-4)
+    assert np.all((batched.mean >= 0) & (batched.mean <= 999)) and np.all((batched.p_number > 0) & (batched.p_number <= 1))
+    tok = model.tokenizer
+    for prompt, price in zip(prompts[:6], batched.argmax[:6], strict=True):
+        encoded = tok(prompt, return_tensors="pt")
+        with model.lock, model.using(name) as active:
+            out = active.generate(**encoded, max_new_tokens=1, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert tok.decode(out[0, -1:]) == str(int(price))
+
+
+def test_adapters_swap_without_reloading_the_base(model, tiny_run, catalogue_heldout):
+    base_weights = model.model.get_input_embeddings().weight
+    prompts = catalogue_heldout.prompts[:16]
+    c10 = model.load_adapter(read_adapter(tiny_run / "checkpoint-10"), "c10")
+    c30 = model.load_adapter(read_adapter(tiny_run / "checkpoint-30"), "c30")
+    first, last = model.price(prompts, adapter=c10), model.price(prompts, adapter=c30)
+    base_only = model.price(prompts)
+    again = model.price(prompts, adapter=c10)
+    assert model.model.get_input_embeddings().weight is base_weights
+    np.testing.assert_array_equal(first.argmax, again.argmax)
+    assert not np.allclose(first.mean, last.mean) and not np.allclose(first.mean, base_only.mean)
+    model.release_adapter(c10)
+    model.release_adapter(c30)
+    assert model.adapters == []  # released: memory does not grow with the checkpoints seen
+    np.testing.assert_allclose(model.price(prompts).mean, base_only.mean, rtol=1e-5)
+    with pytest.raises(KeyError, match="not loaded"):
+        model.price(prompts, adapter=c10)
+
+
+def test_adapter_of_another_base_is_refused_and_the_model_keeps_working(model, tiny_run, tmp_path, catalogue_heldout):
+    other_base = make_tiny_base(tmp_path / "wider", hidden=64, pretrain_steps=0)
+    items = heldout_from_frame(catalogue_split()[0].iloc[:16], name="t")
+    other_run = train(other_base, items, tmp_path / "other-run", preset("tiny", max_steps=2, save_steps=2)).output
+    c20 = model.load_adapter(read_adapter(tiny_run / "checkpoint-20"), "c20")
+    before = model.price(catalogue_heldout.prompts[:8], adapter=c20)
+    with pytest.raises(IncompatibleAdapter, match="fits no module"):
+        model.load_adapter(read_adapter(other_run / "checkpoint-2"), "other")
+    assert model.adapters == ["c20"]
+    np.testing.assert_array_equal(model.price(catalogue_heldout.prompts[:8], adapter=c20).argmax, before.argmax)
+    model.release_adapter(c20)
+
+
+def test_tokenizer_without_number_tokens_falls_back_to_generation(tmp_path, catalogue_heldout):
+    split = PriceModel(str(make_tiny_base(tmp_path / "split-numbers", number_tokens=False, pretrain_steps=0)), device="cpu")
+    assert split.method == "generate" and split.number_ids is None
+    prices = split.price(catalogue_heldout.prompts[:4], batch_size=2)
+    assert prices.argmax.shape == (4,) and np.all(prices.argmax >= 0) and np.all(np.isnan(prices.p_number))
+
+
+def test_parse_price_reads_the_first_number():
+    assert parse_price("1,299.99 dollars") == 1299.99
+    assert parse_price(" 42.00") == 42.0
+    assert parse_price("no idea") == 0.0
+
+
+def test_unknown_base_and_4bit_on_cpu_are_clear_errors(tmp_path, tiny_base):
+    with pytest.raises(ModelLoadError, match="cannot load base model"):
+        PriceModel(str(tmp_path / "no-model"), device="cpu")
+    with pytest.raises(ModelLoadError, match="needs a CUDA device"):
+        PriceModel(str(tiny_base), device="cpu", load_in_4bit=True)
