@@ -16,14 +16,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PRICER_PORT=8000 \
     HF_HOME=/hf
 
-WORKDIR /opt/pricer
-
-# the base image's CUDA torch stays: constraints.txt pins everything but torch
-COPY pyproject.toml README.md constraints.txt ./
-COPY evaluator ./evaluator
-COPY trainer ./trainer
-COPY app ./app
-RUN pip install -c constraints.txt ".[gpu]" && python -c "import torch, evaluator.service, app.main"
+# the base image's CUDA torch stays: constraints.txt pins everything but torch. The sources go once installed:
+# their pricer/ folder would otherwise shadow the installed package for `python` run in that folder
+COPY pyproject.toml README.md constraints.txt /tmp/pricer/
+COPY pricer /tmp/pricer/pricer
+COPY evaluator /tmp/pricer/evaluator
+COPY trainer /tmp/pricer/trainer
+COPY app /tmp/pricer/app
+RUN pip install -c /tmp/pricer/constraints.txt "/tmp/pricer[gpu]" && rm -rf /tmp/pricer \
+    && python -c "import torch, pricer.evaluator.service, pricer.app.main"
+WORKDIR /data
 
 RUN useradd --create-home --uid 1000 pricer && mkdir -p /data /hf && chown 1000:1000 /data /hf
 USER 1000

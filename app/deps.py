@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pricer.evaluator.service.facade import PricerService
+from pricer.evaluator.service import PricerService
 
 _bearer = HTTPBearer(auto_error=False)
 

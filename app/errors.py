@@ -19,7 +19,6 @@ STATUS_CODES: list[tuple[type[errors.PricerError], int]] = [
     (errors.DatasetNotFound, 404),
     (errors.JobNotFound, 404),
     (errors.WatchNotFound, 404),
-    (errors.WebhookRefused, 401),
     (errors.NotEvaluated, 404),
     (errors.InvalidAdapter, 422),
     (errors.InvalidDataset, 422),

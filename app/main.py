@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from pricer.app import errors
 from pricer.app.routes import router
-from pricer.evaluator.service.facade import PricerService
+from pricer.evaluator.service import PricerService
 from pricer.evaluator.settings import Settings
 from pricer.evaluator.views.report import Views
 

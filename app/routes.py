@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 
 from pricer.app.deps import ServiceDep, require_token
@@ -24,16 +23,15 @@ from pricer.app.schemas import (
     WatchRequest,
     WebhookIgnored,
 )
+from pricer.app.webhooks import WebhookSecret, content_update
 from pricer.evaluator.errors import NotEvaluated
-from pricer.evaluator.service.facade import PricerService
-from pricer.evaluator.service.telemetry import CONTENT_TYPE
-from pricer.evaluator.stats.metrics import METRICS
+from pricer.evaluator.records import Estimator, JobStatus
+from pricer.evaluator.service import PROMETHEUS_CONTENT_TYPE, PricerService
+from pricer.evaluator.stats.metrics import Metric
+from pricer.evaluator.stats.selection import Rule
 from pricer.evaluator.views.report import render_dashboard, render_views
 
 router = APIRouter()
-Metric = Literal[METRICS]  # type: ignore[valid-type]
-Estimator = Literal["argmax", "mean"]
-Rule = Literal["earliest", "min"]
 RepoQuery = Query(default=None, max_length=200, description="default: the repo the service serves")
 
 
@@ -41,7 +39,7 @@ RepoQuery = Query(default=None, max_length=200, description="default: the repo t
 def evaluate(body: EvaluateRequest, service: ServiceDep, response: Response) -> EvaluationPublic:
     """Queue the evaluation of one revision (or return the one that exists for the same checkpoint)."""
     result, _ = service.submit(body.repo, body.revision, body.dataset)
-    if result.job.status not in ("queued", "running"):
+    if result.job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         response.status_code = status.HTTP_200_OK
     return EvaluationPublic.of(result)
 
@@ -53,14 +51,15 @@ def read_evaluation(job_id: int, service: ServiceDep) -> EvaluationPublic:
 
 
 @router.get("/evaluations", response_model=EvaluationsPublic)
-def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: Metric = "mae") -> EvaluationsPublic:
-    """A repo's evaluated checkpoints ranked best first, and all its jobs."""
+def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: Metric | None = None) -> EvaluationsPublic:
+    """A repo's evaluated checkpoints ranked best first (by the service's metric unless another is asked), and all its jobs."""
     name = service.served_repo(repo)
     try:
         ranking = service.ranking(name, metric=metric)
     except NotEvaluated:
         ranking = []
     jobs = [EvaluationPublic.of(result) for result in service.jobs(name)]
+    metric = service.policy.but(metric=metric).metric
     return EvaluationsPublic(repo=name, metric=metric, ranking=[RankedPublic.of(name, r) for r in ranking], jobs=jobs)
 
 
@@ -70,15 +69,14 @@ def read_best_checkpoint(
     repo: str | None = RepoQuery,
     metric: Metric | None = None,
     rule: Rule | None = None,
-    estimator: Estimator = "argmax",
+    estimator: Estimator | None = None,
 ) -> BestCheckpoint:
-    """The checkpoint the rule chooses on validation items, its evidence, the runner-up and its test figure."""
+    """The checkpoint the service's policy chooses on validation items (or with the metric, rule or estimator asked),
+    its evidence, the runner-up and its test figure."""
     name = service.served_repo(repo)
     choice = service.choice(name, metric=metric, rule=rule, estimator=estimator)
     served = service.served(name)
-    return BestCheckpoint.of(
-        name, choice, estimator=estimator, served=served is not None and served.evaluation.id == choice.chosen.evaluation.id
-    )
+    return BestCheckpoint.of(name, choice, served=served is not None and served.evaluation.id == choice.chosen.evaluation.id)
 
 
 @router.post("/watches", response_model=WatchPublic, dependencies=[Depends(require_token)], status_code=202)
@@ -91,7 +89,7 @@ def create_watch(body: WatchRequest, service: ServiceDep) -> WatchPublic:
 @router.get("/watches", response_model=list[WatchPublic])
 def read_watches(service: ServiceDep) -> list[WatchPublic]:
     """Every watched repo."""
-    return [_watch(service, watch.repo) for watch in service.watches.all()]
+    return [_watch(service, watch.repo) for watch in service.watches()]
 
 
 @router.get("/watches/{repo:path}", response_model=WatchPublic)
@@ -103,25 +101,23 @@ def read_watch(repo: str, service: ServiceDep) -> WatchPublic:
 @router.delete("/watches/{repo:path}", dependencies=[Depends(require_token)], status_code=204)
 def delete_watch(repo: str, service: ServiceDep) -> None:
     """Stop watching a repo (its evaluations stay)."""
-    service.watches.remove(repo)
+    service.unwatch(repo)
 
 
-@router.post("/webhooks/hub", response_model=EvaluationPublic | WebhookIgnored)
-def hub_webhook(
-    payload: dict, service: ServiceDep, response: Response, secret: str | None = Header(default=None, alias="X-Webhook-Secret")
-) -> EvaluationPublic | WebhookIgnored:
+@router.post("/webhooks/hub", response_model=EvaluationPublic | WebhookIgnored, dependencies=[WebhookSecret])
+def hub_webhook(payload: dict, service: ServiceDep, response: Response) -> EvaluationPublic | WebhookIgnored:
     """A Hugging Face Hub webhook: a model repo's new head is evaluated at once; replays do no new work."""
-    submitted = service.on_hub_webhook(payload, secret=secret)
-    if submitted is None:
+    update = content_update(payload)
+    if update is None:
         return WebhookIgnored(ignored="not a content update of a model repo")
-    result, created = submitted
+    result, created = service.submit(*update)
     response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
     return EvaluationPublic.of(result)
 
 
 def _watch(service: PricerService, repo: str) -> WatchPublic:
-    watch = service.watches.get(repo)
-    counts = Counter(job.status for job in service.queue.jobs(repo=repo))
+    watch = service.watched(repo)
+    counts = Counter(job.status for job in service.job_list(repo))
     try:
         choice = service.choice(repo)
     except NotEvaluated:
@@ -133,7 +129,7 @@ def _watch(service: PricerService, repo: str) -> WatchPublic:
         checkpoints=watch.checkpoints,
         last_polled=watch.last_polled,
         last_error=watch.last_error,
-        jobs={s: counts.get(s, 0) for s in ("queued", "running", "done", "failed")},
+        jobs={s: counts.get(s, 0) for s in JobStatus},
         chosen=CheckpointPublic(**CheckpointPublic.fields(repo, chosen)) if chosen else None,
         overfitting=choice.overfitting.to_dict() if choice and choice.overfitting else None,
     )
@@ -153,12 +149,12 @@ def predict(body: PredictRequest, service: ServiceDep) -> PredictionPublic | Pre
 def health(service: ServiceDep) -> Health:
     """Liveness, the adapter served and the job queue."""
     served = service.served()
-    running = service.running
+    running = service.activity()
     return Health(
         status="ok",
         served=None if served is None else CheckpointPublic(**CheckpointPublic.fields(served.repo, served.revision)),
-        jobs=service.queue.counts(),
-        running=running.id if running else None,
+        jobs=service.job_counts(),
+        running=running[0].job.id if running else None,
     )
 
 
@@ -166,13 +162,13 @@ def health(service: ServiceDep) -> Health:
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def dashboard(request: Request, repo: str | None = RepoQuery, metric: Metric = "mae") -> HTMLResponse:
+def dashboard(request: Request, repo: str | None = RepoQuery, metric: Metric | None = None) -> HTMLResponse:
     """The dashboard: each repo's checkpoints, curve, choice, ranking and jobs, and a box to try a description."""
     return HTMLResponse(render_dashboard(request.app.state.views, repo, metric))
 
 
 @router.get("/dashboard/views", response_class=HTMLResponse, include_in_schema=False)
-def dashboard_views(request: Request, repo: str | None = RepoQuery, metric: Metric = "mae") -> HTMLResponse:
+def dashboard_views(request: Request, repo: str | None = RepoQuery, metric: Metric | None = None) -> HTMLResponse:
     """The part of the dashboard that refreshes itself."""
     return HTMLResponse(render_views(request.app.state.views, repo, metric))
 
@@ -180,4 +176,4 @@ def dashboard_views(request: Request, repo: str | None = RepoQuery, metric: Metr
 @router.get("/metrics", include_in_schema=False)
 def metrics(service: ServiceDep) -> Response:
     """Prometheus text format: jobs by status, items scored, evaluation seconds, prediction latency, served revisions."""
-    return Response(service.telemetry.render(), media_type=CONTENT_TYPE)
+    return Response(service.telemetry.render(), media_type=PROMETHEUS_CONTENT_TYPE)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
-from pricer.evaluator.checkpoints.sources import Revision
 from pricer.evaluator.data import MAX_DESCRIPTIONS
-from pricer.evaluator.service.facade import JobResult, ServedPrediction
-from pricer.evaluator.stats.metrics import Metrics
+from pricer.evaluator.records import JobResult, Revision
+from pricer.evaluator.service import ServedPrediction
+from pricer.evaluator.stats.metrics import METRICS, Metrics
 from pricer.evaluator.stats.ranking import Ranked
 from pricer.evaluator.stats.selection import Candidate, Choice
 
@@ -22,11 +22,10 @@ class EvaluateRequest(BaseModel):
     dataset: str | None = Field(default=None, max_length=256, description="a held-out set the service knows; default: its own")
 
 
-class MetricsPublic(BaseModel):
-    n: int
-    mae: float
-    rmsle: float
-    hit_rate: float
+# one field per registered metric, so a metric added to the registry appears here too
+MetricsPublic = create_model(
+    "MetricsPublic", n=(int, ...), **{name: (float, Field(description=spec.label)) for name, spec in METRICS.items()}
+)
 
 
 class CheckpointPublic(BaseModel):
@@ -134,13 +133,13 @@ class BestCheckpoint(CandidatePublic):
     candidates: list[CandidatePublic] = Field(description="every checkpoint by step, with its evidence")
 
     @classmethod
-    def of(cls, repo: str, choice: Choice, *, estimator: str, served: bool) -> BestCheckpoint:
+    def of(cls, repo: str, choice: Choice, *, served: bool) -> BestCheckpoint:
         chosen = CandidatePublic.of(repo, choice.chosen)
         return cls(
             **chosen.model_dump(),
             rule=choice.statement,
             metric=choice.metric,
-            estimator=estimator,
+            estimator=choice.policy.estimator,
             dataset=choice.chosen.evaluation.dataset_name,
             evaluated=len(choice.candidates),
             served=served,
@@ -206,4 +205,4 @@ class Health(BaseModel):
 
 
 def _metrics(metrics: Metrics) -> MetricsPublic:
-    return MetricsPublic(n=metrics.n, mae=metrics.mae, rmsle=metrics.rmsle, hit_rate=metrics.hit_rate)
+    return MetricsPublic(n=metrics.n, **metrics.values)

@@ -31,11 +31,12 @@ from pricer.evaluator.checkpoints.adapters import read_adapter
 from pricer.evaluator.checkpoints.sources import LocalRun
 from pricer.evaluator.data import heldout_from_frame
 from pricer.evaluator.embedded.tiny import make_tiny_base
-from pricer.evaluator.scoring import ItemPrices, PriceModel
-from pricer.evaluator.stats.metrics import HIGHER_IS_BETTER, METRICS, item_errors
-from pricer.evaluator.stats.racing import ROUNDS, RaceResult, race, race_checkpoints
-from pricer.evaluator.stats.selection import choose, paired, paired_resamples
-from pricer.evaluator.store.evaluations import Evaluation
+from pricer.evaluator.evaluate import race_checkpoints
+from pricer.evaluator.records import Evaluation, ItemPrices
+from pricer.evaluator.scoring import PriceModel
+from pricer.evaluator.stats.metrics import METRICS, item_errors, spec
+from pricer.evaluator.stats.racing import ROUNDS, RaceResult, race
+from pricer.evaluator.stats.selection import Policy, choose, paired, paired_resamples
 from pricer.trainer import preset, train
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pricer" / "appliances_lite_2000.jsonl"
@@ -58,14 +59,14 @@ def full_choice(folders: list[Path], truth: np.ndarray, prices: list[ItemPrices]
                    np.zeros(truth.size, bool), 0.0, datetime.now())
         for k, (folder, p) in enumerate(zip(folders, prices, strict=True))
     ]
-    return choose(evaluations, metric=metric, rule=rule, estimator=estimator).chosen.evaluation.id
+    return choose(evaluations, Policy(metric, rule, estimator)).chosen.evaluation.id
 
 
 def agrees(values: np.ndarray, picked: int, full: int, metric: str) -> bool:
     """Racing's pick is full evaluation's, or not significantly worse than it on every validation item (paired, 95%)."""
     point, resampled = paired_resamples(values, metric)
     difference = paired(point, resampled, picked, full, 0.95)
-    return picked == full or (difference.high >= 0 if HIGHER_IS_BETTER[metric] else difference.low <= 0)
+    return picked == full or (difference.high >= 0 if spec(metric).higher_is_better else difference.low <= 0)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ PRICE_PREFIX = "Price is $"
 READERS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_TEST_SHARE = 0.5  # of held-out items, when the data has no `split` column
 SPLIT_NAMES = ("validation", "val", "valid", "dev", "test")
+CATALOGUE = "catalogue"  # names the embedded default held-out set wherever data is named
 CATALOGUE_SIZE, CATALOGUE_TRAIN = 2000, 1600  # the embedded default: items [0, 1600) train, the rest held out
 _ANSWER = re.compile(r"(Price is \$)\s*\d[\d,]*(?:\.\d*)?\s*$")  # a training text whose answer follows the prompt
 
@@ -222,11 +223,12 @@ def fetch_dataset_file(url: str, *, token: str | None = None) -> Path:
 def load_heldout(
     path: str | Path | None = None, *, token: str | None = None, test_share: float = DEFAULT_TEST_SHARE
 ) -> HeldOutSet:
-    """The items in `path` (a file, or an hf://datasets/... URL), or the generated catalogue's held-out part when None.
+    """The items in `path` (a file, or an hf://datasets/... URL), or the generated catalogue's held-out part
+    (`"catalogue"`, or None).
 
     Test items come from a `split` column, else from a hash of each item's text (`test_share` of them).
     """
-    if path is None:
+    if path is None or str(path) == CATALOGUE:
         return heldout_from_frame(catalogue_split()[1], name="catalogue-heldout", test_share=test_share)
     if str(path).startswith("hf://"):
         frame, name = read_table(fetch_dataset_file(str(path), token=token)), str(path)

@@ -97,6 +97,3 @@ class InvalidTrainingConfig(PricerError, ValueError):
 class WatchNotFound(PricerError, LookupError):
     """The repo is not watched."""
 
-
-class WebhookRefused(PricerError, PermissionError):
-    """A webhook call without the configured secret."""

@@ -1,7 +1,8 @@
-"""The `Evaluator`: the one object the CLI, the service and the tests call.
+"""The `Evaluator`: price held-out items under checkpoints and store every prediction.
 
-It resolves revisions, reuses stored results, keeps one loaded model per base, swaps
-adapters, prices held-out items, stores every prediction, ranks and predicts.
+It resolves revisions, reuses stored results, keeps one loaded model per base, and loads
+each checkpoint's adapter beside it. What to choose from the stored evaluations is the
+service's to decide (`PricerService.choice`), so that every door gives the same answer.
 """
 
 from __future__ import annotations
@@ -9,33 +10,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-from pricer.evaluator.checkpoints.sources import Checkpoint, CheckpointSource, Revision, open_source
-from pricer.evaluator.data import HeldOutSet, prompts_for
-from pricer.evaluator.errors import InvalidAdapter, NotEvaluated
+import numpy as np
+
+from pricer.evaluator.checkpoints.adapters import read_adapter
+from pricer.evaluator.checkpoints.sources import Checkpoint, CheckpointSource, open_source
+from pricer.evaluator.data import HeldOutSet
+from pricer.evaluator.errors import InvalidAdapter
+from pricer.evaluator.records import Estimator, Evaluation, EvaluationKey, Revision
 from pricer.evaluator.scoring import PriceModel, ScoringConfig
 from pricer.evaluator.settings import Settings
-from pricer.evaluator.stats.ranking import Ranked, latest_group, rank
-from pricer.evaluator.stats.selection import Choice, choose
-from pricer.evaluator.store.evaluations import Evaluation, EvaluationKey, Store
+from pricer.evaluator.stats.metrics import spec
+from pricer.evaluator.stats.racing import RaceResult, race
+from pricer.evaluator.store import Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """Prices for descriptions, and the checkpoint that gave them."""
-
-    prices: list[float]
-    revision: Revision
+def adapter_name(revision: Revision) -> str:
+    """The one name a checkpoint's adapter has in a loaded model, for evaluating and for serving alike."""
+    return f"ckpt_{revision.commit[:16]}"
 
 
 class Evaluator:
-    """Evaluate, rank and serve a run's checkpoints."""
+    """Evaluate a run's checkpoints on held-out items; stored results are reused, never recomputed."""
 
     def __init__(self, settings: Settings | None = None, *, store: Store | None = None) -> None:
         self.settings = settings or Settings()
@@ -50,9 +51,9 @@ class Evaluator:
         (the default on a CPU, by free memory on CUDA)."""
         return self.settings.batch_size if "batch_size" in self.settings.model_fields_set else None
 
-    def source(self, spec: str, *, root: Path | None = None) -> CheckpointSource:
-        """The checkpoint source `spec` names: a local run folder or a Hub repo id."""
-        return open_source(spec, token=self.settings.token, endpoint=self.settings.hf_endpoint, root=root)
+    def source(self, spec: str, *, root: Path | None = None, paths: bool = True) -> CheckpointSource:
+        """The checkpoint source `spec` names: a local run folder or a Hub repo id (see `open_source`)."""
+        return open_source(spec, root=root, paths=paths, token=self.settings.token, endpoint=self.settings.hf_endpoint)
 
     def model(self, base: str) -> PriceModel:
         """The loaded model for `base`, loading it on first use only."""
@@ -80,7 +81,7 @@ class Evaluator:
             for i, revision in enumerate(resolved):
                 current, fetching = fetching, None
                 following = resolved[i + 1] if i + 1 < len(resolved) else None
-                if following is not None and self._stored(source, following, dataset) is None:
+                if following is not None and self.stored(source, following, dataset) is None:
                     fetching = pool.submit(source.fetch, following)
                 evaluations.append(self.evaluate_revision(source, revision, dataset, progress=progress, fetched=current))
         finally:
@@ -96,23 +97,29 @@ class Evaluator:
         progress: bool = False,
         on_batch: Callable[[int, int], None] | None = None,
         fetched: Future[Checkpoint] | None = None,
+        keep: bool = False,
     ) -> Evaluation:
         """Price `dataset` under one checkpoint and store every prediction (or return the stored result).
 
-        `on_batch(items priced, items in all)` follows the pricing (not called for a stored result).
-        `fetched`: `source.fetch(revision)` already under way (prefetched by `evaluate`)."""
-        if stored := self._stored(source, revision, dataset):
+        Args:
+            on_batch: `(items priced, items in all)` after each batch (not called for a stored result).
+            fetched: `source.fetch(revision)` already under way (prefetched).
+            keep: leave the adapter loaded (as `adapter_name(revision)`) for the caller to serve or release.
+        """
+        known = self.base_for(source, revision)  # without fetching: --base, or a checkpoint seen before
+        if known and (stored := self.store.find(self.key(source, revision, known, dataset))):
             return stored
         checkpoint = fetched.result() if fetched is not None else source.fetch(revision)
         base = self._base(checkpoint.adapter.base_model)
         if not base:
             raise InvalidAdapter(f"{source.name}@{revision.revision}: the adapter names no base model; give one with --base")
         key = self.key(source, checkpoint.revision, base, dataset)
-        if stored := self.store.find(key):
+        if base != known and (stored := self.store.find(key)):
             return stored
         model = self.model(base)
         started = time.perf_counter()
-        name = model.load_adapter(checkpoint.adapter, name=f"eval_{revision.commit[:16]}")
+        loaded_before = adapter_name(revision) in model.adapters  # served already: never released here
+        name = model.load_adapter(checkpoint.adapter, name=adapter_name(revision))
         try:
             prices = model.price(
                 dataset.prompts,
@@ -123,7 +130,11 @@ class Evaluator:
                 on_batch=on_batch,
                 key=dataset.fingerprint,  # tokenised once for all checkpoints
             )
-        finally:
+        except BaseException:
+            if not loaded_before:
+                model.release_adapter(name)
+            raise
+        if not (keep or loaded_before):
             model.release_adapter(name)
         return self.store.save(
             key,
@@ -136,10 +147,14 @@ class Evaluator:
             seconds=time.perf_counter() - started,
         )
 
-    def _stored(self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet) -> Evaluation | None:
+    def stored(self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet) -> Evaluation | None:
         """The stored evaluation of a checkpoint whose base is known without fetching it, if there is one."""
         base = self.base_for(source, revision)
         return self.store.find(self.key(source, revision, base, dataset)) if base else None
+
+    def comparable(self, source_name: str, dataset: HeldOutSet) -> list[int]:
+        """Ids of the stored evaluations a choice compares (one dataset, the latest base and config)."""
+        return self.store.comparable_ids(source_name, dataset_fingerprint=dataset.fingerprint)
 
     def _base(self, adapter_base: str | None) -> str | None:
         """The base to apply an adapter to; a local folder by its absolute path, so one base has one id."""
@@ -155,49 +170,31 @@ class Evaluator:
     def key(self, source: CheckpointSource, revision: Revision, base: str, dataset: HeldOutSet) -> EvaluationKey:
         return EvaluationKey(source.name, revision.commit, base, dataset.fingerprint, self.config.key())
 
-    def ranking(
-        self, source_name: str, *, dataset: HeldOutSet | None = None, metric: str = "mae", estimator: str = "argmax"
-    ) -> list[Ranked]:
-        """The source's checkpoints, best first, on `dataset` (default: the most recently used data)."""
-        evaluations = self.store.evaluations(source_name, dataset_fingerprint=dataset.fingerprint if dataset else None)
-        if not evaluations:
-            raise NotEvaluated(f"{source_name}: nothing is evaluated yet" + (f" on {dataset.name}" if dataset else ""))
-        return rank(latest_group(evaluations), metric=metric, estimator=estimator)
 
-    def choice(
-        self,
-        source_name: str,
-        *,
-        dataset: HeldOutSet | None = None,
-        metric: str = "mae",
-        rule: str = "earliest",
-        estimator: str = "argmax",
-        patience: int = 3,
-    ) -> Choice:
-        """The checkpoint `rule` chooses on the validation items (default data: the most recently used)."""
-        evaluations = self.store.evaluations(source_name, dataset_fingerprint=dataset.fingerprint if dataset else None)
-        if not evaluations:
-            raise NotEvaluated(f"{source_name}: nothing is evaluated yet" + (f" on {dataset.name}" if dataset else ""))
-        group = latest_group(evaluations)
-        return choose(group, metric=metric, rule=rule, estimator=estimator, test_mask=group[0].test, patience=patience)
+def race_checkpoints(
+    model: PriceModel,
+    folders: Sequence[Path],
+    heldout: HeldOutSet,
+    *,
+    estimator: str = Estimator.ARGMAX,
+    batch_size: int = 16,
+    **options,
+) -> RaceResult:
+    """Race checkpoint folders (in training order) on `heldout`'s validation items with a loaded `model`.
 
-    def predict(
-        self,
-        source: CheckpointSource,
-        descriptions: list[str],
-        *,
-        metric: str = "mae",
-        rule: str = "earliest",
-        estimator: str = "argmax",
-    ) -> Prediction:
-        """Price descriptions with the checkpoint `rule` chooses among the evaluated ones of `source`."""
-        prompts = prompts_for(descriptions, max_chars=self.settings.max_description_chars)
-        best = self.choice(source.name, metric=metric, rule=rule, estimator=estimator).chosen.evaluation
-        checkpoint = source.fetch(best.revision)
-        model = self.model(best.base_model)
-        name = model.load_adapter(checkpoint.adapter, name=f"eval_{best.revision.commit[:16]}")
+    Each adapter is loaded only while it is scored and released after, so memory does not grow
+    with the number of checkpoints. `options` go to `stats.racing.race`; `chosen` indexes `folders`.
+    """
+    items = np.flatnonzero(~heldout.test)  # test items never take part in choosing
+    per_item = spec(options.get("metric", "mae")).per_item
+
+    def score_items(k: int, indices: np.ndarray) -> np.ndarray:
+        chosen_items = items[indices]
+        name = model.load_adapter(read_adapter(Path(folders[k])), f"race_{k}")
         try:
-            prices = model.price(prompts, adapter=name, batch_size=self.batch_size)
+            prices = model.price([heldout.prompts[i] for i in chosen_items], adapter=name, batch_size=batch_size)
         finally:
             model.release_adapter(name)
-        return Prediction(prices=[float(p) for p in prices.guesses(estimator)], revision=best.revision)
+        return per_item(heldout.prices[chosen_items], prices.guesses(estimator))
+
+    return race(len(folders), score_items, int(items.size), **options)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from pricer.evaluator.checkpoints.adapters import AdapterFiles
 from pricer.evaluator.errors import IncompatibleAdapter, ModelLoadError
+from pricer.evaluator.records import ItemPrices
 
 log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 16  # items per forward pass when none is given, off CUDA
@@ -43,18 +44,6 @@ class ScoringConfig:
 
     def key(self) -> str:
         return json.dumps({"quantization": self.quantization, "scorer": 1}, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class ItemPrices:
-    """Per-item predictions: the most likely price, the expected price, and the mass on number tokens."""
-
-    argmax: np.ndarray
-    mean: np.ndarray
-    p_number: np.ndarray
-
-    def guesses(self, estimator: Literal["argmax", "mean"] = "argmax") -> np.ndarray:
-        return self.argmax if estimator == "argmax" else self.mean
 
 
 def pick_device(device: str = "auto") -> torch.device:

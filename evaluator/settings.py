@@ -13,6 +13,11 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pricer.evaluator.data import CATALOGUE
+from pricer.evaluator.records import Estimator
+from pricer.evaluator.stats.metrics import Metric
+from pricer.evaluator.stats.selection import Policy, Rule
+
 
 def default_home() -> Path:
     return Path(platformdirs.user_data_dir("pricer", appauthor=False))
@@ -26,7 +31,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home, description="pricer's data folder (store, tiny model, caches)")
     db_url: str | None = Field(default=None, description="SQLAlchemy URL of the store; default: SQLite in `home`")
     checkpoint_root: Path | None = Field(default=None, description="the only folder local runs may be read from (service)")
-    data: Path | None = Field(default=None, description="held-out data file; default: the generated catalogue")
+    data: str = Field(
+        default=CATALOGUE, description="held-out data: a file, hf://datasets/<id>[@rev]/<file>, or 'catalogue' (the embedded default)"
+    )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     batch_size: int = Field(default=16, ge=1, description="items per forward pass")
     load_in_4bit: bool = Field(default=False, description="load base models in 4-bit nf4, as QLoRA trains (CUDA only)")
@@ -39,8 +46,10 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="address `pricer serve` listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port `pricer serve` listens on")
     test_share: float = Field(default=0.5, ge=0, lt=1, description="share of held-out items kept for the test part")
-    metric: str = Field(default="mae", pattern="^(mae|rmsle|hit_rate)$", description="what chooses the checkpoint")
-    rule: str = Field(default="earliest", pattern="^(earliest|min)$", description="how the checkpoint is chosen")
+    metric: Metric = Field(default=Metric.MAE, description="what chooses the checkpoint")
+    rule: Rule = Field(default=Rule.EARLIEST, description="how the checkpoint is chosen")
+    estimator: Estimator = Field(default=Estimator.ARGMAX, description="which price is read from the model")
+    confidence: float = Field(default=0.95, gt=0, lt=1, description="of the paired intervals behind 'significantly worse'")
     overfit_patience: int = Field(default=3, ge=1, description="rising checkpoints past the best that raise the alarm")
     watch_interval: float = Field(default=30.0, gt=0, description="seconds between polls of a watched repo")
     webhook_secret: SecretStr | None = Field(default=None, description="X-Webhook-Secret that POST /webhooks/hub must carry")
@@ -52,6 +61,11 @@ class Settings(BaseSettings):
     @property
     def store_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home / 'pricer.db'}"
+
+    @property
+    def policy(self) -> Policy:
+        """How checkpoints are chosen, for every door: the served adapter, the API, the dashboard, the CLI."""
+        return Policy(self.metric, self.rule, self.estimator, self.confidence, self.overfit_patience)
 
     @property
     def token(self) -> str | None:

@@ -46,7 +46,7 @@ class ServerProcess:
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
     def start(self, timeout: float = 60) -> ServerProcess:
-        command = [sys.executable, "-m", "evaluator.cli.main", "-v", *self.command]
+        command = [sys.executable, "-m", "pricer.evaluator.cli.main", "-v", *self.command]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +71,31 @@ def read_adapter(path: Path, *, where: str | None = None) -> AdapterFiles:
     return AdapterFiles(path=path, config=config)
 
 
+# watch polls hash every checkpoint each time: remember hashes by the files' stat, so only new or rewritten ones are read
+_HASHES: OrderedDict[tuple, str] = OrderedDict()
+_HASHES_LOCK = threading.Lock()
+_HASHES_MAX = 1024
+_SETTLED_NS = 2_000_000_000  # a file written in the last 2 s may be rewritten within one timestamp tick: not cached yet
+
+
 def content_hash(path: Path) -> str:
     """An immutable id for a local adapter: sha256 over its config and weights."""
+    stats = [os.stat(path / name) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+    key = (str(path.resolve()), *((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_dev) for s in stats))
+    with _HASHES_LOCK:
+        if key in _HASHES:
+            _HASHES.move_to_end(key)
+            return _HASHES[key]
+    digest = _hash_files(path)
+    if time.time_ns() - max(s.st_mtime_ns for s in stats) >= _SETTLED_NS:
+        with _HASHES_LOCK:
+            _HASHES[key] = digest
+            while len(_HASHES) > _HASHES_MAX:
+                _HASHES.popitem(last=False)
+    return digest
+
+
+def _hash_files(path: Path) -> str:
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         with open(path / name, "rb") as handle:

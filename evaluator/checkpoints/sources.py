@@ -28,28 +28,13 @@ from pricer.evaluator.checkpoints.adapters import (
     read_trainer_state,
 )
 from pricer.evaluator.errors import HubUnavailable, InvalidAdapter, InvalidRepoId, RepoNotFound, RevisionNotFound
+from pricer.evaluator.records import Revision
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STEP = re.compile(r"\bstep (\d+)", re.IGNORECASE)
 _EPOCH = re.compile(r"\bepoch (\d+(?:\.\d+)?)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Revision:
-    """One checkpoint of a run: the name it was asked by, its immutable id, and where training was."""
-
-    source: str
-    revision: str
-    commit: str
-    step: int | None = None
-    epoch: float | None = None
-    message: str | None = None
-
-    def fields(self) -> dict:
-        """What names the checkpoint in an answer: its revision, commit, step and epoch."""
-        return {"revision": self.revision, "commit": self.commit, "step": self.step, "epoch": self.epoch}
 
 
 @dataclass(frozen=True)
@@ -230,18 +215,27 @@ class HubRepo:
 
 
 def open_source(
-    spec: str, *, token: str | None = None, endpoint: str | None = None, root: Path | None = None, cache_dir: Path | None = None
+    spec: str,
+    *,
+    root: Path | None = None,
+    paths: bool = True,
+    token: str | None = None,
+    endpoint: str | None = None,
+    cache_dir: Path | None = None,
 ) -> CheckpointSource:
-    """A local run folder when `spec` is (or looks like) a path, else a Hub repo id.
+    """The checkpoint source `spec` names; every spec is checked here, once.
 
-    With `root`, local runs are named `local/<name>` and must lie under `root`; no other path is read.
+    - `local/<name>`: the run folder `name` under `root` (refused without a root): no other path is read;
+    - a path to a run folder, when `paths` allows it (the CLI; never the service);
+    - else a Hub repo id `namespace/name`.
     """
-    if root is not None:
-        if spec.startswith("local/"):
-            name = spec.removeprefix("local/")
-            if not _SAFE_NAME.match(name):
-                raise InvalidRepoId(f"{spec!r}: a local run is named local/<folder name>")
-            return LocalRun(root / name, root=root)
-    elif Path(spec).expanduser().is_dir() or spec.startswith((".", "/", "~")):
+    if spec.startswith("local/"):
+        name = spec.removeprefix("local/")
+        if root is None:
+            raise InvalidRepoId(f"{spec!r}: local runs are not served (no checkpoint root is configured)")
+        if not _SAFE_NAME.match(name):
+            raise InvalidRepoId(f"{spec!r}: a local run is named local/<folder name>")
+        return LocalRun(root / name, root=root)
+    if paths and (spec.startswith((".", "/", "~")) or Path(spec).expanduser().is_dir()):
         return LocalRun(spec)
     return HubRepo(spec, token=token, endpoint=endpoint, cache_dir=cache_dir)

@@ -15,11 +15,11 @@ from tqdm.auto import tqdm
 
 from pricer.evaluator.data import catalogue_split, heldout_from_frame
 from pricer.evaluator.embedded.tiny import make_tiny_base
+from pricer.evaluator.records import JobStatus
 from pricer.evaluator.service.facade import PricerService
 from pricer.evaluator.settings import Settings
 from pricer.evaluator.stats.ranking import Ranked
 from pricer.evaluator.stats.selection import Choice
-from pricer.evaluator.store.jobs import DONE, FAILED
 from pricer.evaluator.views.charts import error_curve, save_png, truth_vs_prediction
 from pricer.evaluator.views.report import Views, write_report
 
@@ -58,12 +58,12 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
     jobs = [service.submit(repo, revision.revision)[0].job.id for revision in service.source(repo).revisions()]
     print(f"evaluating {len(jobs)} checkpoints of {repo} on {service.default_dataset} through the job queue")
     with tqdm(total=len(jobs), unit="checkpoint") as bar:
-        while (finished := sum(service.job(j).job.status in (DONE, FAILED) for j in jobs)) < len(jobs):
+        while (finished := sum(service.job(j).job.status in (JobStatus.DONE, JobStatus.FAILED) for j in jobs)) < len(jobs):
             bar.update(finished - bar.n)
             time.sleep(0.2)
         bar.update(finished - bar.n)
     for failed in (service.job(j).job for j in jobs):
-        if failed.status == FAILED:
+        if failed.status == JobStatus.FAILED:
             print(f"  {failed.revision.revision} failed: {failed.error}")
 
     ranked, choice = service.ranking(repo), service.choice(repo)

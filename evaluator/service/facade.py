@@ -1,57 +1,35 @@
-"""The pricer service: evaluation jobs run off the request path, and predictions from the best adapter.
+"""`PricerService`: the one facade the HTTP app, the dashboard, the CLI and the demo call.
 
-`PricerService` is what the HTTP app calls (and `pricer demo`, and the tests): it queues
-evaluations in the store, runs them one at a time on a worker thread that shares the
-loaded model with predictions, and serves each repo's best checkpoint, swapping the served
-adapter atomically when a better one is evaluated.
+It decides once: which source a repo names, which held-out set a door uses, which checkpoint
+the policy chooses (cached per repo, policy and evaluated ids), which adapter answers
+predictions. The work behind it has a module each: the worker runs jobs (`worker`), serving
+swaps and batches (`serving`), watching polls (`watching`), the store keeps everything.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
-from pricer.evaluator.checkpoints.sources import CheckpointSource, Revision
+from pricer.evaluator.checkpoints.sources import CheckpointSource
 from pricer.evaluator.data import HeldOutSet, load_heldout, prompts_for
-from pricer.evaluator.errors import DatasetNotFound, InvalidRepoId, ModelNotReady, NotEvaluated, PricerError, WebhookRefused
-from pricer.evaluator.evaluate import Evaluator
-from pricer.evaluator.scoring import PriceModel
-from pricer.evaluator.service.batching import MicroBatcher
+from pricer.evaluator.errors import DatasetNotFound, ModelNotReady, NotEvaluated
+from pricer.evaluator.evaluate import Evaluator, adapter_name
+from pricer.evaluator.records import Evaluation, Job, JobResult, JobStatus, Progress, Revision, Watch
+from pricer.evaluator.service.serving import Served, Serving
 from pricer.evaluator.service.telemetry import Telemetry
+from pricer.evaluator.service.watching import Watching
+from pricer.evaluator.service.worker import Executor, JobRunner, ThreadWorker
 from pricer.evaluator.settings import Settings
-from pricer.evaluator.stats.ranking import Ranked
-from pricer.evaluator.stats.selection import Choice
-from pricer.evaluator.store.evaluations import Evaluation, utcnow
-from pricer.evaluator.store.jobs import DONE, QUEUED, RUNNING, Job, JobQueue
-from pricer.evaluator.store.watches import Watch, Watches
+from pricer.evaluator.stats.ranking import Ranked, rank
+from pricer.evaluator.stats.selection import Choice, Policy, choose
+from pricer.evaluator.store import JobQueue, Watches
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """A job and, once it is done, its evaluation."""
-
-    job: Job
-    evaluation: Evaluation | None
-
-
-@dataclass(frozen=True)
-class Served:
-    """The adapter that answers predictions for a repo: the repo's best evaluated checkpoint."""
-
-    repo: str
-    evaluation: Evaluation
-    model: PriceModel
-    adapter: str
-
-    @property
-    def revision(self) -> Revision:
-        return self.evaluation.revision
+CHOICES_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -62,119 +40,64 @@ class ServedPrediction:
 
 
 class PricerService:
-    """Queue evaluations, run them on one worker thread, rank, and predict with each repo's best adapter."""
+    """Evaluate checkpoints off the request path, choose by one policy, and predict with each repo's choice.
+
+    Args:
+        settings: everything configurable; `settings.policy` is how every door chooses.
+        evaluator: prices and stores (default: one over `settings`).
+        executor: what runs the queued jobs (default: one worker thread of this process).
+    """
 
     def __init__(self, settings: Settings | None = None, *, evaluator: Evaluator | None = None) -> None:
         self.settings = settings or Settings()
-        self.evaluator = evaluator or Evaluator(self.settings)
-        self.queue = JobQueue(self.evaluator.store)
-        self.watches = Watches(self.evaluator.store)
-        default = load_heldout(self.settings.data, test_share=self.settings.test_share)  # a broken file stops it here
-        self.default_dataset = default.name
-        self.datasets: dict[str, HeldOutSet] = {default.name: default}
-        self._served: dict[str, Served] = {}
-        self._served_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._wake_poller = threading.Event()
-        self._stopping = threading.Event()
-        self._worker: threading.Thread | None = None
-        self._poller: threading.Thread | None = None
+        self.policy = self.settings.policy
+        self._evaluator = evaluator or Evaluator(self.settings)
+        self._jobs = JobQueue(self._evaluator.store)
+        self._watches = Watches(self._evaluator.store)
+        default = load_heldout(self.settings.data, token=self.settings.token, test_share=self.settings.test_share)
+        self.default_dataset = default.name  # a broken file stops the service here, not at the first job
+        self._datasets: dict[str, HeldOutSet] = {default.name: default}
+        self._choices: OrderedDict[tuple, Choice] = OrderedDict()
+        self._choices_lock = threading.Lock()
         self._alarmed: set[str] = set()  # repos whose overfitting alarm was logged
-        self._batchers: dict[str, MicroBatcher] = {}
-        self.running: Job | None = None
-        self.progress: tuple[int, int] | None = None  # (items priced, items in all) of the running job
-        self.telemetry = Telemetry(self.queue.counts, self._served_revisions)
+        self.telemetry = Telemetry(self._jobs.counts, self._served_revisions)
+        self._serving = Serving(
+            self._evaluator, max_batch=self.settings.predict_max_batch, max_wait=self.settings.predict_max_wait_ms / 1000
+        )
+        runner = JobRunner(self._jobs, self._evaluator, open_job=self._open_job, done=self._job_done, telemetry=self.telemetry)
+        self._executor: Executor = ThreadWorker(runner, on_start=self._restore_served)
+        self._watching = Watching(self._watches, revisions=lambda repo: self.source(repo).revisions(), enqueue=self._enqueue)
 
     # ---- lifecycle
 
     def start(self) -> None:
-        """Requeue jobs a previous process left running, then start the worker (once)."""
-        if self._worker is not None and self._worker.is_alive():
-            return
-        if (requeued := self.queue.recover()) > 0:
+        """Requeue jobs a previous process left running, then start the worker and the watch poller (once)."""
+        if (requeued := self._jobs.recover()) > 0:
             log.info("requeued %d job(s) interrupted by a restart", requeued)
-        self._stopping.clear()
-        self._worker = threading.Thread(target=self._work, name="pricer-worker", daemon=True)
-        self._worker.start()
-        self._poller = threading.Thread(target=self._poll_watches, name="pricer-watches", daemon=True)
-        self._poller.start()
+        self._executor.start()
+        self._watching.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the running job (a job cut off by the process ending is requeued on the next start)."""
-        self._stopping.set()
-        self._wake.set()
-        for thread in (self._worker, self._poller):
-            if thread is not None:
-                thread.join(timeout)
+        self._watching.stop(timeout)
+        self._executor.stop(timeout)
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until no job is queued or running (for the demo and tests). Returns False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.queue.counts()[QUEUED] or self.queue.counts()[RUNNING]:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    # ---- evaluation jobs
+    # ---- names: repos, sources, held-out sets
 
     def source(self, repo: str) -> CheckpointSource:
         """The source a repo names: a Hub id, or `local/<name>` under the checkpoint root (never another path)."""
-        if repo.startswith("local/") and self.settings.checkpoint_root is None:
-            raise InvalidRepoId(f"{repo!r}: local runs are not served (no checkpoint root is configured)")
-        if not repo.startswith("local/") and (repo.startswith((".", "/", "~")) or repo.count("/") != 1):
-            raise InvalidRepoId(f"{repo!r} is neither a Hub repo id 'namespace/name' nor 'local/<run folder>'")
-        root = self.settings.checkpoint_root or Path("/nonexistent")
-        return self.evaluator.source(repo, root=root)
+        return self._evaluator.source(repo, root=self.settings.checkpoint_root, paths=False)
 
-    def dataset(self, name: str | None) -> HeldOutSet:
+    def dataset(self, name: str | None = None) -> HeldOutSet:
+        """A held-out set this service knows (default: its configured one, `PRICER_DATA` or the catalogue)."""
         name = name or self.default_dataset
-        if name not in self.datasets:
-            raise DatasetNotFound(f"no dataset {name!r}; this service has {', '.join(self.datasets)}")
-        return self.datasets[name]
+        if name not in self._datasets:
+            raise DatasetNotFound(f"no dataset {name!r}; this service has {', '.join(self._datasets)}")
+        return self._datasets[name]
 
-    def submit(self, repo: str, revision: str | None = None, dataset: str | None = None) -> tuple[JobResult, bool]:
-        """Ask for one evaluation. Returns (the job, whether it is new work); a checkpoint already
-        evaluated (or queued) with the same base, data and config gives that job instead."""
-        source, data = self.source(repo), self.dataset(dataset)
-        return self._enqueue(repo, source, source.resolve(revision) if revision else source.latest(), data)
-
-    def _enqueue(self, repo: str, source: CheckpointSource, resolved: Revision, data: HeldOutSet) -> tuple[JobResult, bool]:
-        base = self.evaluator.base_for(source, resolved)
-        if base and (stored := self.evaluator.store.find(self.evaluator.key(source, resolved, base, data))):
-            job, _ = self.queue.add(repo, stored.revision, **self._job_data(data), evaluation_id=stored.id)
-            return JobResult(job, stored), False
-        job, created = self.queue.add(repo, resolved, **self._job_data(data))
-        if created:
-            log.info("queued job %d: %s@%s on %s", job.id, repo, resolved.revision, data.name)
-            self._wake.set()
-        return JobResult(job, None), created
-
-    def job(self, job_id: int) -> JobResult:
-        return self._result(self.queue.get(job_id))
-
-    def jobs(self, repo: str) -> list[JobResult]:
-        """Every job of a repo, oldest first."""
-        return [self._result(job) for job in self.queue.jobs(repo=repo)]
-
-    def _result(self, job: Job) -> JobResult:
-        evaluation = self.evaluator.store.get(job.evaluation_id) if job.evaluation_id is not None else None
-        return JobResult(job, evaluation)
-
-    def ranking(self, repo: str, *, metric: str = "mae", estimator: str = "argmax") -> list[Ranked]:
-        """The repo's evaluated checkpoints on the default data's validation items, best first."""
-        return self.evaluator.ranking(self.source(repo).name, dataset=self.dataset(None), metric=metric, estimator=estimator)
-
-    def choice(self, repo: str, *, metric: str | None = None, rule: str | None = None, estimator: str = "argmax") -> Choice:
-        """The checkpoint the rule chooses on the validation items, with its evidence and test figure."""
-        return self.evaluator.choice(
-            self.source(repo).name,
-            dataset=self.dataset(None),
-            metric=metric or self.settings.metric,
-            rule=rule or self.settings.rule,
-            estimator=estimator,
-            patience=self.settings.overfit_patience,
-        )
+    def repos(self) -> list[str]:
+        """Watched repos and repos with jobs: the watched first, then the most recently active."""
+        return list(dict.fromkeys([*(w.repo for w in self._watches.all()), *self._jobs.repos(status=None)]))
 
     def served_repo(self, repo: str | None = None) -> str:
         """The repo asked for, else the one this service serves (`PRICER_REPO`, or the latest evaluated)."""
@@ -182,143 +105,148 @@ class PricerService:
             return repo
         if self.settings.repo:
             return self.settings.repo
-        if repos := self.queue.repos():
+        if repos := self._jobs.repos():
             return repos[0]
         raise NotEvaluated("nothing is evaluated yet: POST /evaluate a checkpoint first")
 
-    def _job_data(self, data: HeldOutSet) -> dict[str, str]:
-        return {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "config_key": self.evaluator.config.key()}
+    # ---- evaluation jobs
 
-    # ---- the worker
+    def submit(self, repo: str, revision: str | None = None, dataset: str | None = None) -> tuple[JobResult, bool]:
+        """Ask for one evaluation. Returns (the job, whether it is new work); a checkpoint already
+        evaluated (or queued) with the same base, data and config gives that job instead."""
+        source, data = self.source(repo), self.dataset(dataset)
+        return self._enqueue(repo, source.resolve(revision) if revision else source.latest(), source=source, data=data)
 
-    def _work(self) -> None:
-        self._restore_served()
-        while not self._stopping.is_set():
-            job = self.queue.claim()
-            if job is None:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
-                continue
-            self._run(job)
+    def evaluate(self, repo: str, revisions: list[str] | None = None, *, progress: bool = False) -> list[Evaluation]:
+        """Evaluate now, in the calling thread (the CLI): the named revisions, or every checkpoint, on the default data."""
+        return self._evaluator.evaluate(self.source(repo), revisions, self.dataset(), progress=progress)
 
-    def _run(self, job: Job) -> None:
-        self.running, self.progress, started = job, None, time.perf_counter()
+    def job(self, job_id: int) -> JobResult:
+        return self._result(self._jobs.get(job_id))
+
+    def jobs(self, repo: str) -> list[JobResult]:
+        """Every job of a repo with its evaluation, oldest first."""
+        return [self._result(job) for job in self._jobs.jobs(repo=repo)]
+
+    def job_list(self, repo: str | None = None) -> list[Job]:
+        """Jobs alone, oldest first (their evaluations are not loaded): for listing and counting."""
+        return self._jobs.jobs(repo=repo)
+
+    def job_counts(self) -> dict[str, int]:
+        return self._jobs.counts()
+
+    def activity(self) -> list[Progress]:
+        """The jobs running now and how far each is."""
+        return self._executor.activity()
+
+    def idle(self) -> bool:
+        """Whether no job is queued or running."""
+        counts = self._jobs.counts()
+        return not counts[JobStatus.QUEUED] and not counts[JobStatus.RUNNING]
+
+    def _enqueue(
+        self, repo: str, revision: Revision, *, source: CheckpointSource | None = None, data: HeldOutSet | None = None
+    ) -> tuple[JobResult, bool]:
+        source, data = source or self.source(repo), data or self.dataset()
+        job_data = {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "config_key": self._evaluator.config.key()}
+        if stored := self._evaluator.stored(source, revision, data):  # the one admission check
+            job, _ = self._jobs.add(repo, stored.revision, **job_data, evaluation_id=stored.id)
+            return JobResult(job, stored), False
+        job, created = self._jobs.add(repo, revision, **job_data)
+        if created:
+            log.info("queued job %d: %s@%s on %s", job.id, repo, revision.revision, data.name)
+            self._executor.wake()
+        return JobResult(job, None), created
+
+    def _result(self, job: Job) -> JobResult:
+        evaluation = self._evaluator.store.get(job.evaluation_id) if job.evaluation_id is not None else None
+        return JobResult(job, evaluation)
+
+    def _open_job(self, job: Job) -> tuple[CheckpointSource, HeldOutSet]:
+        return self.source(job.repo), self.dataset(job.dataset)
+
+    def _job_done(self, job: Job, evaluation: Evaluation) -> None:
+        """A job finished: serve the new choice, keeping the just-evaluated adapter loaded when it is that choice."""
+        model = self._evaluator.model(evaluation.base_model)
         try:
-            source, data = self.source(job.repo), self.dataset(job.dataset)
-            if data.fingerprint != job.dataset_fingerprint:
-                raise DatasetNotFound(f"dataset {job.dataset!r} changed since the job was queued")
-            evaluation = self.evaluator.evaluate_revision(source, job.revision, data, on_batch=self._priced)
-            self.queue.finish(job.id, evaluation.id, evaluation.revision)
-            if self.progress is not None:  # items were priced, not taken from the store
-                self.telemetry.evaluation_seconds.observe(time.perf_counter() - started)
-            log.info("job %d done: %s@%s", job.id, job.repo, job.revision.revision)
             self._refresh_served(job.repo)
-        except PricerError as exc:
-            log.warning("job %d failed: %s", job.id, exc)
-            self.queue.fail(job.id, str(exc))
-        except Exception as exc:  # a bug or a broken device must not kill the worker
-            log.exception("job %d failed unexpectedly", job.id)
-            self.queue.fail(job.id, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self.running, self.progress = None, None
+            name = adapter_name(evaluation.revision)
+            if not self._serving.uses(model, name):
+                model.release_adapter(name)
 
-    def _priced(self, done: int, total: int) -> None:
-        self.telemetry.items_scored.inc(done - (self.progress[0] if self.progress else 0))
-        self.progress = (done, total)
+    # ---- the choice: one read path
 
-    # ---- watches and webhooks
+    def ranking(self, repo: str, *, metric: str | None = None, estimator: str | None = None) -> list[Ranked]:
+        """The repo's evaluated checkpoints on the default data's validation items, best first."""
+        choice = self.choice(repo, metric=metric, estimator=estimator)
+        evaluations = [candidate.evaluation for candidate in choice.candidates]
+        return rank(evaluations, metric=choice.policy.metric, estimator=choice.policy.estimator)
+
+    def choice(
+        self,
+        repo: str,
+        *,
+        metric: str | None = None,
+        rule: str | None = None,
+        estimator: str | None = None,
+        policy: Policy | None = None,
+    ) -> Choice:
+        """The checkpoint the policy chooses on the default data's validation items, its evidence and test figure.
+
+        The service's policy, with any of `metric`, `rule`, `estimator` changed; cached until the repo's
+        evaluations change."""
+        policy = (policy or self.policy).but(metric=metric, rule=rule, estimator=estimator)
+        source, data = self.source(repo), self.dataset()
+        ids = self._evaluator.comparable(source.name, data)
+        if not ids:
+            raise NotEvaluated(f"{repo}: nothing is evaluated yet on {data.name}")
+        key = (source.name, policy, tuple(ids))
+        with self._choices_lock:
+            if key in self._choices:
+                self._choices.move_to_end(key)
+                return self._choices[key]
+        evaluations = self._evaluator.store.evaluations(source.name, dataset_fingerprint=data.fingerprint, ids=ids)
+        choice = choose(evaluations, policy, test_mask=evaluations[0].test)
+        with self._choices_lock:
+            self._choices[key] = choice
+            while len(self._choices) > CHOICES_KEPT:
+                self._choices.popitem(last=False)
+        return choice
+
+    # ---- watches
 
     def watch(self, repo: str, *, interval: float | None = None) -> Watch:
         """Evaluate every checkpoint `repo` has, and each new one as it appears."""
         self.source(repo)  # a malformed repo is refused now, not at the first poll
-        watch, _ = self.watches.add(repo, interval or self.settings.watch_interval)
-        self._wake_poller.set()
+        watch, _ = self._watches.add(repo, interval or self.settings.watch_interval)
+        self._watching.wake()
         return watch
 
-    def on_hub_webhook(self, payload: dict, *, secret: str | None) -> tuple[JobResult, bool] | None:
-        """A Hub webhook call: a model repo's new head is evaluated at once. None: not an event to act on."""
-        expected = self.settings.webhook_secret
-        if expected is not None and not secrets.compare_digest((secret or "").encode(), expected.get_secret_value().encode()):
-            raise WebhookRefused("a valid X-Webhook-Secret header is required")
-        event, repo = payload.get("event") or {}, payload.get("repo") or {}
-        if repo.get("type") != "model" or not str(event.get("scope", "")).startswith("repo.content"):
-            return None
-        if event.get("action") not in ("create", "update") or not repo.get("name"):
-            return None
-        return self.submit(str(repo["name"]), str(repo.get("headSha") or "main"))
+    def unwatch(self, repo: str) -> None:
+        """Stop watching `repo` (its evaluations stay)."""
+        self._watches.remove(repo)
 
-    def _poll_watches(self) -> None:
-        while not self._stopping.is_set():
-            now = utcnow()
-            for watch in self.watches.all():
-                if watch.due(now) and not self._stopping.is_set():
-                    self._poll(watch)
-            self._wake_poller.wait(timeout=1.0)
-            self._wake_poller.clear()
+    def watched(self, repo: str) -> Watch:
+        return self._watches.get(repo)
 
-    def _poll(self, watch: Watch) -> None:
-        try:
-            source, data = self.source(watch.repo), self.dataset(None)
-            revisions = source.revisions()
-            for revision in revisions:
-                self._enqueue(watch.repo, source, revision, data)
-            self.watches.polled(watch.repo, checkpoints=len(revisions))
-        except PricerError as exc:  # a repo with no checkpoint yet, or the Hub down: try again next time
-            self.watches.polled(watch.repo, error=str(exc))
-        except Exception as exc:
-            log.exception("polling %s failed", watch.repo)
-            self.watches.polled(watch.repo, error=f"internal error: {type(exc).__name__}: {exc}")
+    def watches(self) -> list[Watch]:
+        return self._watches.all()
 
     # ---- serving
 
-    def _restore_served(self) -> None:
-        for repo in self.queue.repos():
-            try:
-                self._refresh_served(repo)
-            except Exception:  # one repo's missing files must not stop the others from being served
-                log.exception("cannot serve %s", repo)
-
-    def _refresh_served(self, repo: str) -> None:
-        """Serve the checkpoint the rule chooses, swapping adapters atomically when it changed."""
-        choice = self.choice(repo)
-        if choice.overfitting and repo not in self._alarmed:
-            self._alarmed.add(repo)
-            log.warning(
-                "%s is overfitting: validation %s rose for %d checkpoints past step %s",
-                repo,
-                choice.metric,
-                choice.overfitting.checkpoints,
-                choice.overfitting.since_step,
-            )
-        best = choice.chosen.evaluation
-        current = self._served.get(repo)
-        if current is not None and current.evaluation.id == best.id:
-            return
-        checkpoint = self.source(repo).fetch(best.revision)
-        model = self.evaluator.model(best.base_model)
-        adapter = model.load_adapter(checkpoint.adapter, name=f"served_{best.revision.commit[:16]}")
-        with model.lock:  # no prediction runs between the swap and the release of the old adapter
-            with self._served_lock:
-                self._served[repo] = Served(repo, best, model, adapter)
-            if current is not None and current.adapter != adapter:
-                still_used = any(s.model is current.model and s.adapter == current.adapter for s in self._served.values())
-                if not still_used:
-                    current.model.release_adapter(current.adapter)
-        log.info("serving %s@%s for %s", best.revision.revision, best.revision.commit[:10], repo)
-
-    def _served_revisions(self) -> list[tuple[str, Revision]]:
-        with self._served_lock:
-            return [(repo, served.revision) for repo, served in self._served.items()]
+    def serve(self, repo: str | None = None) -> Served:
+        """Serve the policy's choice for `repo` now (the worker does this after each job; the CLI before predicting)."""
+        self._refresh_served(self.served_repo(repo))
+        return self._serving.get(self.served_repo(repo))
 
     def served(self, repo: str | None = None) -> Served | None:
         try:
-            name = self.served_repo(repo)
+            return self._serving.get(self.served_repo(repo))
         except NotEvaluated:
             return None
-        with self._served_lock:
-            return self._served.get(name)
 
-    def predict(self, descriptions: list[str], *, repo: str | None = None, estimator: str = "argmax") -> ServedPrediction:
+    def predict(self, descriptions: list[str], *, repo: str | None = None, estimator: str | None = None) -> ServedPrediction:
         """Price descriptions with the served adapter; every answer comes wholly from one checkpoint.
 
         Concurrent requests for the same repo are priced together in one forward pass (micro-batching).
@@ -329,41 +257,35 @@ class PricerService:
             name = self.served_repo(repo)
         except NotEvaluated as exc:
             raise ModelNotReady(f"{exc}; until then no adapter can answer") from exc
-        self._model_of(name)  # nothing served: a clear 503 now, not after queuing
-        if self.settings.predict_max_batch > 1:
-            rows, served = self._batcher(name).submit(prompts)
-        else:
-            rows, served = self._price_served(name, prompts)
-        column = 0 if estimator == "argmax" else 1
+        if self._serving.get(name) is None:  # a clear 503 now, not after queuing
+            if self._jobs.jobs(repo=name, status=JobStatus.DONE):
+                raise ModelNotReady(f"{name}: the best adapter is still loading; try again shortly")
+            raise ModelNotReady(f"{name}: nothing is evaluated yet, so no adapter can answer: POST /evaluate first")
+        rows, served = self._serving.price(name, prompts)
+        column = 0 if self.policy.but(estimator=estimator).estimator == "argmax" else 1
         self.telemetry.prediction_seconds.observe(time.perf_counter() - started)
         return ServedPrediction([float(row[column]) for row in rows], served.repo, served.revision)
 
-    def _batcher(self, repo: str) -> MicroBatcher:
-        with self._served_lock:
-            if repo not in self._batchers:
-                self._batchers[repo] = MicroBatcher(
-                    lambda prompts: self._price_served(repo, prompts),
-                    max_batch=self.settings.predict_max_batch,
-                    max_wait=self.settings.predict_max_wait_ms / 1000,
-                )
-            return self._batchers[repo]
+    def _restore_served(self) -> None:
+        for repo in self._jobs.repos():
+            try:
+                self._refresh_served(repo)
+            except Exception:  # one repo's missing files must not stop the others from being served
+                log.exception("cannot serve %s", repo)
 
-    def _price_served(self, repo: str, prompts: list[str]) -> tuple[list[tuple[float, float]], Served]:
-        """(argmax, mean) per prompt from the adapter served for `repo`, and that adapter."""
-        while True:
-            model = self._model_of(repo)
-            with model.lock:  # the served adapter cannot change while these prompts are priced
-                with self._served_lock:
-                    served = self._served[repo]
-                if served.model is model:  # else a new choice on another base was swapped in meanwhile: take that
-                    prices = model.price(prompts, adapter=served.adapter, batch_size=len(prompts))
-                    return list(zip(prices.argmax.tolist(), prices.mean.tolist(), strict=True)), served
+    def _refresh_served(self, repo: str) -> None:
+        """Serve the checkpoint the policy chooses, swapping adapters atomically when it changed."""
+        choice = self.choice(repo)
+        if choice.overfitting and repo not in self._alarmed:
+            self._alarmed.add(repo)
+            log.warning(
+                "%s is overfitting: validation %s rose for %d checkpoints past step %s",
+                repo,
+                choice.metric,
+                choice.overfitting.checkpoints,
+                choice.overfitting.since_step,
+            )
+        self._serving.serve(repo, choice.chosen.evaluation, self.source(repo))
 
-    def _model_of(self, repo: str) -> PriceModel:
-        with self._served_lock:
-            served = self._served.get(repo)
-        if served is None:
-            if self.queue.jobs(repo=repo, status=DONE):
-                raise ModelNotReady(f"{repo}: the best adapter is still loading; try again shortly")
-            raise ModelNotReady(f"{repo}: nothing is evaluated yet, so no adapter can answer: POST /evaluate first")
-        return served.model
+    def _served_revisions(self) -> list[tuple[str, Revision]]:
+        return self._serving.revisions()

@@ -17,15 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from pricer.evaluator.checkpoints.adapters import read_adapter
-from pricer.evaluator.data import HeldOutSet
-from pricer.evaluator.scoring import PriceModel
-from pricer.evaluator.stats.metrics import HIGHER_IS_BETTER, METRICS, item_errors
-from pricer.evaluator.stats.selection import RULES, SAMPLES, paired, paired_resamples, pick, significantly_worse
+from pricer.evaluator.stats.metrics import spec
+from pricer.evaluator.stats.selection import SAMPLES, Rule, paired, paired_resamples, pick, significantly_worse
 
 ROUNDS = (1 / 8, 1 / 4, 1 / 2, 1.0)
 MIN_ITEMS = 30  # no candidate is dropped on fewer shared items: a percentile bootstrap of a handful is too narrow
@@ -77,13 +73,11 @@ def race(
     `score_items` is called once per surviving candidate and round, only with items it has not
     scored for that candidate. `seed` seeds the bootstraps (as in `choose`); `shuffle_seed` the item order.
     """
-    if metric not in METRICS or rule not in RULES:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)} and rule one of {', '.join(RULES)}")
+    sign, rule = spec(metric).sign, Rule(rule)  # a clear error for an unknown metric or rule
     if candidates < 1 or n_items < 1:
         raise ValueError("racing needs at least one candidate and one item")
     if not rounds or rounds[-1] != 1 or any(b <= a for a, b in zip(rounds, rounds[1:], strict=False)) or rounds[0] <= 0:
         raise ValueError(f"rounds must be growing fractions of the items ending at 1, not {tuple(rounds)}")
-    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
     order = np.random.default_rng(shuffle_seed).permutation(n_items)
     values = np.full((candidates, n_items), np.nan)  # by item, so the last round resamples as `choose` does
     scored = [0] * candidates
@@ -109,32 +103,3 @@ def race(
     point, resampled = paired_resamples(values[alive], metric, samples=samples, seed=seed)
     chosen, best = (alive[i] for i in pick(point, resampled, metric=metric, rule=rule, confidence=confidence))
     return RaceResult(chosen, best, tuple(scored), tuple(dropped), n_items)
-
-
-def race_checkpoints(
-    model: PriceModel,
-    folders: Sequence[Path],
-    heldout: HeldOutSet,
-    *,
-    estimator: str = "argmax",
-    batch_size: int = 16,
-    **options,
-) -> RaceResult:
-    """Race checkpoint folders (in training order) on `heldout`'s validation items with a loaded `model`.
-
-    Each adapter is loaded only while it is scored and released after, so memory does not grow
-    with the number of checkpoints. `options` go to `race`; `chosen` indexes `folders`.
-    """
-    items = np.flatnonzero(~heldout.test)  # test items never take part in choosing
-    metric = options.get("metric", "mae")
-
-    def score_items(k: int, indices: np.ndarray) -> np.ndarray:
-        chosen_items = items[indices]
-        name = model.load_adapter(read_adapter(Path(folders[k])), f"race_{k}")
-        try:
-            prices = model.price([heldout.prompts[i] for i in chosen_items], adapter=name, batch_size=batch_size)
-        finally:
-            model.release_adapter(name)
-        return item_errors(heldout.prices[chosen_items], prices.guesses(estimator))[metric]
-
-    return race(len(folders), score_items, int(items.size), **options)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pricer.evaluator.errors import NotEvaluated
-from pricer.evaluator.stats.metrics import HIGHER_IS_BETTER, METRICS, Metrics
-from pricer.evaluator.store.evaluations import Evaluation
+from pricer.evaluator.records import Estimator, Evaluation
+from pricer.evaluator.stats.metrics import Metrics, spec
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,11 @@ class Ranked:
         }
 
 
-def rank(evaluations: list[Evaluation], *, metric: str = "mae", estimator: str = "argmax") -> list[Ranked]:
+def rank(evaluations: list[Evaluation], *, metric: str = "mae", estimator: str = Estimator.ARGMAX) -> list[Ranked]:
     """Best first by `metric`; ties go to the earlier checkpoint (less trained, less overfit)."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    sign = spec(metric).sign
     if len({(e.dataset_fingerprint, e.base_model, e.config_key) for e in evaluations}) > 1:
         raise ValueError("cannot rank evaluations made on different data, base models or scoring configs")
-    sign = -1 if HIGHER_IS_BETTER[metric] else 1
     scored = [(e, e.metrics(estimator)) for e in evaluations]
     scored.sort(key=lambda pair: (sign * pair[1].value(metric), pair[0].revision.step or 0, pair[0].id))
     return [Ranked(rank=i + 1, evaluation=e, metrics=m) for i, (e, m) in enumerate(scored)]

@@ -15,16 +15,69 @@ The chosen checkpoint's test items, never used to choose, give the out-of-sample
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 import numpy as np
 
 from pricer.evaluator.errors import NotEvaluated
-from pricer.evaluator.stats.metrics import HIGHER_IS_BETTER, METRICS, Metrics, item_errors, score
-from pricer.evaluator.store.evaluations import Evaluation
+from pricer.evaluator.records import Estimator, Evaluation
+from pricer.evaluator.stats.metrics import Metric, Metrics, score, spec
 
-RULES = ("earliest", "min")
 SAMPLES = 2000
+
+
+class Rule(StrEnum):
+    """How the checkpoint is chosen from the paired evidence."""
+
+    EARLIEST = "earliest"  # the earliest checkpoint not significantly worse than the best
+    MIN = "min"  # the plainly lowest error
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a run's checkpoint is chosen: one object, built once from the settings, used by every door.
+
+    Args:
+        metric: what measures a checkpoint (`mae`, `rmsle`, `hit_rate`).
+        rule: `earliest` or `min` (see the module's docstring).
+        estimator: which price is read from the model (`argmax` or `mean`).
+        confidence: of the paired intervals that decide "significantly worse".
+        patience: checkpoints in a row, past the best, whose rise raises the overfitting alarm.
+    """
+
+    metric: Metric = Metric.MAE
+    rule: Rule = Rule.EARLIEST
+    estimator: Estimator = Estimator.ARGMAX
+    confidence: float = 0.95
+    patience: int = 3
+
+    def __post_init__(self) -> None:
+        spec(self.metric)  # a clear error for an unknown metric
+        for name, kind in (("metric", Metric), ("rule", Rule), ("estimator", Estimator)):
+            try:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+            except ValueError:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(kind)}") from None
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1), not {self.confidence}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be at least 1, not {self.patience}")
+
+    def but(self, **overrides: object) -> Policy:
+        """This policy with the given fields changed; None leaves a field as it is (an unset flag or query)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def statement(self) -> str:
+        """The rule in words, as every answer states it."""
+        better = "higher" if spec(self.metric).higher_is_better else "lower"
+        if self.rule is Rule.MIN:
+            return f"the checkpoint with the best validation {self.metric} ({better} is better)"
+        return (
+            f"the earliest checkpoint whose validation {self.metric} is not significantly worse than the best's "
+            f"(paired bootstrap, {self.confidence:.0%})"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,9 +122,7 @@ class Overfitting:
 class Choice:
     """The chosen checkpoint and the evidence for it."""
 
-    rule: str
-    metric: str
-    confidence: float
+    policy: Policy
     candidates: list[Candidate]  # by step
     chosen: Candidate
     best: Candidate  # lowest validation error (highest for hit rate)
@@ -81,31 +132,29 @@ class Choice:
     overfitting: Overfitting | None
 
     @property
+    def metric(self) -> Metric:
+        return self.policy.metric
+
+    @property
+    def rule(self) -> Rule:
+        return self.policy.rule
+
+    @property
     def statement(self) -> str:
-        better = "higher" if HIGHER_IS_BETTER[self.metric] else "lower"
-        if self.rule == "min":
-            return f"the checkpoint with the best validation {self.metric} ({better} is better)"
-        return (
-            f"the earliest checkpoint whose validation {self.metric} is not significantly worse than the best's "
-            f"(paired bootstrap, {self.confidence:.0%})"
-        )
+        return self.policy.statement
 
 
 def _per_item(evaluation: Evaluation, metric: str, estimator: str, items: np.ndarray) -> np.ndarray:
-    return item_errors(evaluation.truth[items], evaluation.prices.guesses(estimator)[items])[metric]
-
-
-def _summary(metric: str, resampled_means: np.ndarray) -> np.ndarray:
-    # RMSLE is the root of the mean squared log error; the others are plain means
-    return np.sqrt(resampled_means) if metric == "rmsle" else resampled_means
+    return spec(metric).per_item(evaluation.truth[items], evaluation.prices.guesses(estimator)[items])
 
 
 def paired_resamples(values: np.ndarray, metric: str, *, samples: int = SAMPLES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(point (K,), resampled (B, K)) metric values of K checkpoints over the same n items (`values` is (K, n))."""
     n = values.shape[1]
     rows = np.random.default_rng(seed).integers(0, n, size=(samples, n))
-    resampled = np.stack([_summary(metric, v[rows].mean(axis=1)) for v in values], axis=1)
-    return _summary(metric, values.mean(axis=1)), resampled
+    finish = spec(metric).of_means
+    resampled = np.stack([finish(v[rows].mean(axis=1)) for v in values], axis=1)
+    return finish(values.mean(axis=1)), resampled
 
 
 def paired(point: np.ndarray, resampled: np.ndarray, k: int, ref: int, confidence: float) -> Paired:
@@ -116,14 +165,13 @@ def paired(point: np.ndarray, resampled: np.ndarray, k: int, ref: int, confidenc
 
 def significantly_worse(difference: Paired, metric: str) -> bool:
     """Whether a paired difference (candidate minus reference) says the candidate is significantly worse."""
-    return difference.high < 0 if HIGHER_IS_BETTER[metric] else difference.low > 0
+    return difference.high < 0 if spec(metric).higher_is_better else difference.low > 0
 
 
 def pick(point: np.ndarray, resampled: np.ndarray, *, metric: str, rule: str, confidence: float = 0.95) -> tuple[int, int]:
     """(chosen, best) indices among K candidates in training order, from their point (K,) and resampled (B, K) values."""
-    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
-    best = int(np.argmin(sign * point))  # ties: the earliest
-    if rule == "min":
+    best = int(np.argmin(spec(metric).sign * point))  # ties: the earliest
+    if Rule(rule) is Rule.MIN:
         return best, best
     chosen = next(k for k in range(point.size) if not significantly_worse(paired(point, resampled, k, best, confidence), metric))
     return chosen, best
@@ -131,13 +179,9 @@ def pick(point: np.ndarray, resampled: np.ndarray, *, metric: str, rule: str, co
 
 def choose(
     evaluations: list[Evaluation],
+    policy: Policy = Policy(),
     *,
-    metric: str = "mae",
-    rule: str = "earliest",
-    estimator: str = "argmax",
     test_mask: np.ndarray | None = None,
-    confidence: float = 0.95,
-    patience: int = 3,
     samples: int = SAMPLES,
     seed: int = 0,
 ) -> Choice:
@@ -145,28 +189,22 @@ def choose(
 
     Args:
         evaluations: one per checkpoint, all on the same data, base and scoring config.
-        metric: mae, rmsle or hit_rate.
-        rule: `earliest` or `min` (see the module's docstring).
+        policy: the metric, rule, estimator, confidence and alarm patience.
         test_mask: (n,) True for test items: left out of the choice, scored for the chosen one only.
-        patience: checkpoints in a row, past the best, whose rise raises the overfitting alarm.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    metric, estimator, confidence = policy.metric, policy.estimator, policy.confidence
     if not evaluations:
         raise NotEvaluated("nothing is evaluated yet")
     by_step = sorted(evaluations, key=lambda e: (e.revision.step if e.revision.step is not None else 10**12, e.id))
-    n = by_step[0].n
-    test = np.zeros(n, dtype=bool) if test_mask is None else np.asarray(test_mask, dtype=bool)
+    test = np.zeros(by_step[0].n, dtype=bool) if test_mask is None else np.asarray(test_mask, dtype=bool)
     validation_items = np.flatnonzero(~test)
     if validation_items.size == 0:
         raise ValueError("no validation items: every item is in the test part")
 
-    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0  # compare as "lower is better"
+    sign = spec(metric).sign  # compare as "lower is better"
     values = np.stack([_per_item(e, metric, estimator, validation_items) for e in by_step])
     point, resampled = paired_resamples(values, metric, samples=samples, seed=seed)
-    chosen, best = pick(point, resampled, metric=metric, rule=rule, confidence=confidence)
+    chosen, best = pick(point, resampled, metric=metric, rule=policy.rule, confidence=confidence)
     winners = np.argmin(sign * resampled, axis=1)
     p_best = np.bincount(winners, minlength=len(by_step)) / samples
     versus_best = [paired(point, resampled, k, best, confidence) for k in range(len(by_step))]
@@ -181,21 +219,19 @@ def choose(
         score(by_step[chosen].truth[test_items], by_step[chosen].prices.guesses(estimator)[test_items]) if test_items.size else None
     )
     return Choice(
-        rule=rule,
-        metric=metric,
-        confidence=confidence,
+        policy=policy,
         candidates=candidates,
         chosen=candidates[chosen],
         best=candidates[best],
         runner_up=candidates[runner_up] if runner_up is not None else None,
         versus_runner_up=paired(point, resampled, chosen, runner_up, confidence) if runner_up is not None else None,
         test=test_metrics,
-        overfitting=_overfitting(point, resampled, best, by_step, sign, patience, confidence),
+        overfitting=_overfitting(point, resampled, best, by_step, metric, policy.patience, confidence),
     )
 
 
 def _overfitting(
-    point: np.ndarray, resampled: np.ndarray, best: int, by_step: list[Evaluation], sign: float, patience: int, confidence: float
+    point: np.ndarray, resampled: np.ndarray, best: int, by_step: list[Evaluation], metric: str, patience: int, confidence: float
 ) -> Overfitting | None:
     """The alarm: the last `patience` checkpoints come after the best, each worse than the one before,
     and the latest is significantly worse than the best."""
@@ -203,8 +239,8 @@ def _overfitting(
     if patience < 1 or len(after) < patience:
         return None
     tail = after[-patience:]
-    rising = all(sign * (point[k] - point[k - 1]) > 0 for k in tail)
+    rising = all(spec(metric).sign * (point[k] - point[k - 1]) > 0 for k in tail)
     rise = paired(point, resampled, len(by_step) - 1, best, confidence)
-    if not (rising and (rise.low > 0 if sign > 0 else rise.high < 0)):
+    if not (rising and significantly_worse(rise, metric)):
         return None
     return Overfitting(by_step[best].revision.step, len(after), rise)

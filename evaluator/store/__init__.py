@@ -1,0 +1,8 @@
+"""The store: the only place that speaks SQL (SQLAlchemy 2). Evaluations with every per-item
+prediction, the job queue and the watches, in one database (SQLite by default, PostgreSQL at scale)."""
+
+from pricer.evaluator.store.evaluations import Store, utcnow
+from pricer.evaluator.store.jobs import MAX_ATTEMPTS, JobQueue
+from pricer.evaluator.store.watches import Watches
+
+__all__ = ["MAX_ATTEMPTS", "JobQueue", "Store", "Watches", "utcnow"]

@@ -7,7 +7,6 @@ its predictions in one transaction, so a crash never leaves half an evaluation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,9 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
-from pricer.evaluator.checkpoints.sources import Revision
-from pricer.evaluator.scoring import ItemPrices
-from pricer.evaluator.stats.metrics import Metrics, score
+from pricer.evaluator.records import Evaluation, EvaluationKey, ItemPrices, Revision
 
 
 def utcnow() -> datetime:
@@ -86,50 +83,6 @@ class PredictionRow(Base):
     mean: Mapped[float] = mapped_column(Float)
     p_number: Mapped[float | None] = mapped_column(Float)
     test: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # a test item: never used to choose
-
-
-@dataclass(frozen=True)
-class EvaluationKey:
-    """What makes two evaluations the same: the checkpoint and everything that changes its predictions."""
-
-    source: str
-    commit: str
-    base_model: str
-    dataset_fingerprint: str
-    config_key: str
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A finished evaluation: the checkpoint, the set-up, and every item's truth and predictions."""
-
-    id: int
-    revision: Revision
-    base_model: str
-    dataset_name: str
-    dataset_fingerprint: str
-    config_key: str
-    truth: np.ndarray
-    prices: ItemPrices
-    test: np.ndarray  # (n,) bool: the test items; the others validate
-    seconds: float
-    created_at: datetime
-
-    @property
-    def n(self) -> int:
-        return int(self.truth.size)
-
-    def items(self, part: str = "validation") -> np.ndarray:
-        """Indices of the validation items, the test items, or all."""
-        if part not in ("validation", "test", "all"):
-            raise ValueError(f"unknown part {part!r}")
-        mask = {"validation": ~self.test, "test": self.test, "all": np.ones_like(self.test)}[part]
-        return np.flatnonzero(mask)
-
-    def metrics(self, estimator: str = "argmax", part: str = "validation") -> Metrics:
-        """The course's metrics on one part of the items (by default the validation part, which ranks)."""
-        items = self.items(part)
-        return score(self.truth[items], self.prices.guesses(estimator)[items])
 
 
 def _evaluation(row: EvaluationRow) -> Evaluation:
@@ -259,8 +212,10 @@ class Store:
                 raise LookupError(f"no evaluation {evaluation_id}")
             return _evaluation(row)
 
-    def evaluations(self, source: str, *, dataset_fingerprint: str | None = None) -> list[Evaluation]:
-        """Every stored evaluation of a source's checkpoints, oldest first."""
+    def evaluations(
+        self, source: str, *, dataset_fingerprint: str | None = None, ids: list[int] | None = None
+    ) -> list[Evaluation]:
+        """Every stored evaluation of a source's checkpoints (on one dataset; with these ids), oldest first."""
         query = (
             select(EvaluationRow)
             .join(EvaluationRow.checkpoint)
@@ -270,5 +225,23 @@ class Store:
         )
         if dataset_fingerprint:
             query = query.where(EvaluationRow.dataset_fingerprint == dataset_fingerprint)
+        if ids is not None:
+            query = query.where(EvaluationRow.id.in_(ids))
         with Session(self.engine) as session:
             return [_evaluation(row) for row in session.scalars(query)]
+
+    def comparable_ids(self, source: str, *, dataset_fingerprint: str) -> list[int]:
+        """Ids of the evaluations a choice compares: on this dataset, with the base model and scoring config of
+        the most recent one (a choice never mixes bases or configs). Reads no predictions."""
+        query = (
+            select(EvaluationRow.id, EvaluationRow.base_model, EvaluationRow.config_key)
+            .join(EvaluationRow.checkpoint)
+            .where(CheckpointRow.source == source, EvaluationRow.dataset_fingerprint == dataset_fingerprint)
+            .order_by(EvaluationRow.id)
+        )
+        with Session(self.engine) as session:
+            rows = session.execute(query).all()
+        if not rows:
+            return []
+        group = rows[-1][1:]
+        return [row.id for row in rows if tuple(row[1:]) == tuple(group)]

@@ -8,18 +8,16 @@ died before being marked done completes at once on its second run, without work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from pricer.evaluator.checkpoints.sources import Revision
 from pricer.evaluator.errors import JobNotFound
+from pricer.evaluator.records import Job, JobStatus, Revision
 from pricer.evaluator.store.evaluations import Base, Store, utcnow
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-STATUSES = (QUEUED, RUNNING, DONE, FAILED)
+QUEUED, RUNNING, DONE, FAILED = JobStatus
 MAX_ATTEMPTS = 3  # a job that kills its process this often is failed, not retried forever
 
 
@@ -46,25 +44,6 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
 
 
-@dataclass(frozen=True)
-class Job:
-    """One asked-for evaluation and where it stands."""
-
-    id: int
-    repo: str
-    revision: Revision
-    dataset: str
-    dataset_fingerprint: str
-    config_key: str
-    status: str
-    error: str | None
-    evaluation_id: int | None
-    attempts: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
 def _job(row: JobRow) -> Job:
     return Job(
         id=row.id,
@@ -73,7 +52,7 @@ def _job(row: JobRow) -> Job:
         dataset=row.dataset,
         dataset_fingerprint=row.dataset_fingerprint,
         config_key=row.config_key,
-        status=row.status,
+        status=JobStatus(row.status),
         error=row.error,
         evaluation_id=row.evaluation_id,
         attempts=row.attempts,
@@ -136,14 +115,27 @@ class JobQueue:
             return _job(row), True
 
     def claim(self) -> Job | None:
-        """Mark the oldest queued job running and return it (None when nothing waits)."""
-        with Session(self.engine) as session, session.begin():
+        """Mark the oldest queued job running and return it (None when nothing waits).
+
+        A compare-and-set: of several workers (threads or processes) claiming at once, one gets each job."""
+        while True:
+            with Session(self.engine) as session, session.begin():
+                job_id = session.scalar(select(JobRow.id).where(JobRow.status == QUEUED).order_by(JobRow.id).limit(1))
+                if job_id is None:
+                    return None
+                claimed = session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == QUEUED)
+                    .values(status=RUNNING, started_at=utcnow(), attempts=JobRow.attempts + 1)
+                ).rowcount
+                if claimed:
+                    return _job(session.get(JobRow, job_id))
+
+    def next_queued(self) -> Job | None:
+        """The job the next claim would take, left queued (for prefetching its checkpoint)."""
+        with Session(self.engine) as session:
             row = session.scalars(select(JobRow).where(JobRow.status == QUEUED).order_by(JobRow.id).limit(1)).first()
-            if row is None:
-                return None
-            row.status, row.started_at, row.attempts = RUNNING, utcnow(), row.attempts + 1
-            session.flush()
-            return _job(row)
+            return _job(row) if row else None
 
     def finish(self, job_id: int, evaluation_id: int, revision: Revision) -> Job:
         """Mark a job done with its evaluation (and the step / epoch the checkpoint's files gave)."""
@@ -191,7 +183,7 @@ class JobQueue:
         """How many jobs are in each status."""
         with Session(self.engine) as session:
             found = dict(session.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
-        return {status: int(found.get(status, 0)) for status in STATUSES}
+        return {status: int(found.get(status, 0)) for status in JobStatus}
 
     def repos(self, status: str | None = DONE) -> list[str]:
         """Repos with a job in `status` (None: any), the one with the latest such job first."""

@@ -7,13 +7,13 @@ already evaluated or queued is never queued twice).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from pricer.evaluator.errors import WatchNotFound
+from pricer.evaluator.records import Watch
 from pricer.evaluator.store.evaluations import Base, Store, utcnow
 
 
@@ -27,19 +27,6 @@ class WatchRow(Base):
     last_polled: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-@dataclass(frozen=True)
-class Watch:
-    repo: str
-    interval: float
-    checkpoints: int
-    last_polled: datetime | None
-    last_error: str | None
-    created_at: datetime
-
-    def due(self, now: datetime) -> bool:
-        return self.last_polled is None or now - self.last_polled >= timedelta(seconds=self.interval)
 
 
 def _watch(row: WatchRow) -> Watch:

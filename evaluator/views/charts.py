@@ -15,11 +15,11 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from pricer.evaluator.stats.metrics import colors
+from pricer.evaluator.records import Evaluation
+from pricer.evaluator.stats.metrics import METRICS, colors
 from pricer.evaluator.stats.selection import Choice
-from pricer.evaluator.store.evaluations import Evaluation
 
-LABELS = {"mae": "average absolute error ($)", "rmsle": "RMSLE", "hit_rate": "hit rate"}
+LABELS = {name: spec.label for name, spec in METRICS.items()}
 
 
 def error_curve(choice: Choice, *, title: str = "") -> Figure:

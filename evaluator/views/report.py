@@ -11,21 +11,23 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 
-from pricer.evaluator.checkpoints.sources import Revision
 from pricer.evaluator.errors import NotEvaluated
-from pricer.evaluator.service.facade import PricerService
-from pricer.evaluator.stats.metrics import HIGHER_IS_BETTER, METRICS
+from pricer.evaluator.records import Job, JobStatus, Revision
+from pricer.evaluator.stats.metrics import METRICS, spec
 from pricer.evaluator.stats.selection import Candidate, Choice, significantly_worse
-from pricer.evaluator.store.evaluations import utcnow
-from pricer.evaluator.store.jobs import DONE, QUEUED, RUNNING, Job
 from pricer.evaluator.views.charts import LABELS, error_curve, save_png, title_line, to_svg, truth_vs_prediction
 
+if TYPE_CHECKING:
+    from pricer.evaluator.service import PricerService
+
 _templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("evaluator.views", "templates"),
+    loader=jinja2.PackageLoader("pricer.evaluator.views", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
@@ -56,14 +58,14 @@ class RepoView:
     @property
     def live(self) -> bool:
         """Whether jobs are queued or running: the page keeps refreshing itself meanwhile."""
-        return any(job.status in (QUEUED, RUNNING) for job in self.jobs)
+        return any(job.status in (JobStatus.QUEUED, JobStatus.RUNNING) for job in self.jobs)
 
     @property
     def ranking(self) -> list[Candidate]:
         """Checkpoints best first by the view's metric (ties: the earlier one)."""
         if self.choice is None:
             return []
-        sign = -1 if HIGHER_IS_BETTER[self.metric] else 1
+        sign = spec(self.metric).sign
         return sorted(
             self.choice.candidates, key=lambda c: (sign * c.validation.value(self.metric), c.evaluation.revision.step or 0)
         )
@@ -79,60 +81,50 @@ class RepoView:
 
 
 class Views:
-    """Builds and renders repo views from a service; charts are cached until the repo's evaluations change."""
+    """Builds and renders repo views from the service's facade; charts are cached until the choice changes."""
 
     def __init__(self, service: PricerService, *, cache_size: int = 32) -> None:
         self.service = service
-        self._charts: OrderedDict[tuple, tuple[Choice, Charts]] = OrderedDict()
+        self._charts: OrderedDict[tuple, Charts] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def repos(self, watched: list[str] | None = None) -> list[str]:
-        """Watched repos and repos with jobs: the watched first, then the most recently active."""
-        if watched is None:
-            watched = [watch.repo for watch in self.service.watches.all()]
-        return list(dict.fromkeys([*watched, *self.service.queue.repos(status=None)]))
-
-    def view(self, repo: str | None, metric: str = "mae") -> RepoView | None:
-        """The views of `repo` (default: the first of `repos()`; None when there is none)."""
+    def view(self, repo: str | None, metric: str | None = None) -> RepoView | None:
+        """The views of `repo` (default: the first of the service's repos; None when there is none), choosing by
+        the service's policy, with `metric` instead of its metric when given."""
         service = self.service
-        watched = [watch.repo for watch in service.watches.all()]
-        repo = repo or next(iter(self.repos(watched)), None)
+        repo = repo or next(iter(service.repos()), None)
         if repo is None:
             return None
-        jobs = service.queue.jobs(repo=repo)  # the jobs alone: their evaluations are not needed to list them
-        running = service.running
-        progress = {running.id: service.progress} if running is not None and service.progress else {}
+        try:
+            choice = service.choice(repo, metric=metric)
+        except NotEvaluated:
+            choice = None
         served = service.served(repo)
-        choice, charts = self._choice_and_charts(repo, metric, jobs)
         return RepoView(
             repo=repo,
-            metric=metric,
+            metric=service.policy.but(metric=metric).metric,
             choice=choice,
-            jobs=jobs,
-            progress=progress,
+            jobs=service.job_list(repo),
+            progress={p.job.id: (p.done, p.total) for p in service.activity() if p.total},
             served=served.revision if served else None,
-            watched=repo in watched,
-            charts=charts,
+            watched=repo in {watch.repo for watch in service.watches()},
+            charts=self._charts_of(repo, choice) if choice else None,
         )
 
-    def _choice_and_charts(self, repo: str, metric: str, jobs: list[Job]) -> tuple[Choice | None, Charts | None]:
-        # the evaluations behind a choice are the repo's done jobs: the same ids, the same choice and charts
-        key = (repo, metric, tuple(sorted(job.evaluation_id for job in jobs if job.status == DONE)))
+    def _charts_of(self, repo: str, choice: Choice) -> Charts:
+        # the same repo, policy and evaluations give the same choice, hence the same charts
+        key = (repo, choice.policy, tuple(c.evaluation.id for c in choice.candidates))
         with self._lock:
             if key in self._charts:
                 self._charts.move_to_end(key)
                 return self._charts[key]
-        try:
-            choice = self.service.choice(repo, metric=metric)
-        except NotEvaluated:
-            return None, None
         charts = draw(repo, choice)
         with self._lock:
-            self._charts[key] = (choice, charts)
+            self._charts[key] = charts
             while len(self._charts) > self._cache_size:
                 self._charts.popitem(last=False)
-        return choice, charts
+        return charts
 
 
 def draw(repo: str, choice: Choice) -> Charts:
@@ -154,32 +146,32 @@ def _context(view: RepoView | None, *, report: bool = False) -> dict:
     return {"view": view, "report": report, "metrics": METRICS, "labels": LABELS}
 
 
-def render_dashboard(views: Views, repo: str | None, metric: str) -> str:
+def render_dashboard(views: Views, repo: str | None, metric: str | None = None) -> str:
     """The whole page: repo tabs, the views of `repo` (default: the first one), the predict box."""
-    return _templates.get_template("dashboard.html").render(repos=views.repos(), **_context(views.view(repo, metric)))
+    return _templates.get_template("dashboard.html").render(repos=views.service.repos(), **_context(views.view(repo, metric)))
 
 
-def render_views(views: Views, repo: str | None, metric: str) -> str:
+def render_views(views: Views, repo: str | None, metric: str | None = None) -> str:
     """The part of the page that refreshes itself while jobs run."""
     return _templates.get_template("views.html").render(**_context(views.view(repo, metric)))
 
 
-def write_report(views: Views, repo: str, output: Path, *, metric: str = "mae", png: bool = False) -> list[Path]:
+def write_report(views: Views, repo: str, output: Path, *, metric: str | None = None, png: bool = False) -> list[Path]:
     """A self-contained HTML file of the repo's views (no script, no external resource); PNGs beside it with `png`."""
     view = views.view(repo, metric)
     if view is None or view.choice is None:
         raise NotEvaluated(f"{repo}: nothing is evaluated yet, so there is nothing to report")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(
-        _templates.get_template("report.html").render(written=f"{utcnow():%Y-%m-%d %H:%M} UTC", **_context(view, report=True)),
+        _templates.get_template("report.html").render(written=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", **_context(view, report=True)),
         encoding="utf-8",
     )
     written = [output]
     if png:
         written += [
             save_png(
-                error_curve(view.choice, title=_curve_title(repo, metric)),
-                output.with_name(f"{output.stem}-validation-{metric}.png"),
+                error_curve(view.choice, title=_curve_title(repo, view.metric)),
+                output.with_name(f"{output.stem}-validation-{view.metric}.png"),
             ),
             save_png(
                 truth_vs_prediction(view.choice.chosen.evaluation),

@@ -7,12 +7,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pricer.evaluator.checkpoints.sources import Revision
 from pricer.evaluator.errors import NotEvaluated
 from pricer.evaluator.evaluate import Evaluator
-from pricer.evaluator.scoring import ItemPrices, PriceModel
+from pricer.evaluator.records import Evaluation, ItemPrices, Revision
+from pricer.evaluator.scoring import PriceModel
 from pricer.evaluator.stats.ranking import rank
-from pricer.evaluator.store.evaluations import CheckpointRow, Evaluation, EvaluationRow, PredictionRow
+from pricer.evaluator.store.evaluations import CheckpointRow, EvaluationRow, PredictionRow
 
 
 def _counts(evaluator: Evaluator) -> tuple[int, int, int]:
@@ -50,8 +50,9 @@ def test_other_data_is_a_new_evaluation(settings, tiny_run, catalogue_heldout):
     second = evaluator.evaluate(source, ["checkpoint-10"], smaller)[0]
     assert second.id != first.id and second.n == 10
     np.testing.assert_array_equal(second.prices.argmax, first.prices.argmax[:10])
-    assert [r.evaluation.n for r in evaluator.ranking(source.name)] == [10]  # the most recent data by default
-    assert [r.evaluation.n for r in evaluator.ranking(source.name, dataset=catalogue_heldout)] == [len(catalogue_heldout)]
+    # a choice compares evaluations on one named held-out set only, never "the most recent data"
+    assert evaluator.comparable(source.name, smaller) == [second.id]
+    assert evaluator.comparable(source.name, catalogue_heldout) == [first.id]
 
 
 def test_a_failure_while_scoring_writes_nothing(settings, tiny_run, catalogue_heldout, monkeypatch):
@@ -66,9 +67,12 @@ def test_a_failure_while_scoring_writes_nothing(settings, tiny_run, catalogue_he
     assert _counts(evaluator) == (0, 0, 0)
 
 
-def test_ranking_before_any_evaluation(settings, tiny_run):
+def test_choosing_before_any_evaluation(settings, tiny_run):
+    from pricer.evaluator.service import PricerService
+
+    service = PricerService(settings.model_copy(update={"checkpoint_root": tiny_run.parent}))
     with pytest.raises(NotEvaluated):
-        Evaluator(settings).ranking(str(tiny_run))
+        service.choice(f"local/{tiny_run.name}")
 
 
 def _evaluation(id_: int, step: int, guess: np.ndarray, truth: np.ndarray) -> Evaluation:

@@ -49,22 +49,25 @@ def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
     assert sorted(e["step"] for e in ranking) == [10, 20, 30] and all(e["n"] == validation_size(heldout_file) for e in ranking)
     assert [e["mae"] for e in ranking] == sorted(e["mae"] for e in ranking)
 
-    code, out, _ = run(capsys, "best", str(tiny_run), "--json", "--rule", "min")
+    data = ("--data", str(heldout_file))  # every command names its held-out set the same way
+    code, out, _ = run(capsys, "best", str(tiny_run), *data, "--json", "--rule", "min")
     lowest = json.loads(out)
-    assert code == 0 and lowest["best"]["commit"] == ranking[0]["commit"] and lowest["runner_up"]["commit"] == ranking[1]["commit"]
-    code, out, _ = run(capsys, "best", str(tiny_run), "--json")
+    assert code == 0 and lowest["commit"] == ranking[0]["commit"] and lowest["runner_up"]["commit"] == ranking[1]["commit"]
+    code, out, _ = run(capsys, "best", str(tiny_run), *data, "--json")
     best = json.loads(out)
     assert code == 0 and "not significantly worse" in best["rule"] and len(best["candidates"]) == 3
-    assert best["best"]["step"] <= lowest["best"]["step"]  # the rule never picks a later checkpoint than the lowest error
-    assert best["test"]["n"] == 32 - validation_size(heldout_file)  # the out-of-sample figure: test items only
+    assert best["step"] <= lowest["step"]  # the rule never picks a later checkpoint than the lowest error
+    assert best["test"]["metrics"]["n"] == 32 - validation_size(heldout_file)  # the out-of-sample figure: test items only
+    code, out, err = run(capsys, "best", str(tiny_run), "--data", "catalogue")
+    assert code == 2 and "nothing is evaluated yet on catalogue-heldout" in err  # another held-out set, named
 
-    code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", "--json")
+    code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", *data, "--json")
     answer = json.loads(out)
-    assert code == 0 and answer["commit"] == best["best"]["commit"] and 0 <= answer["price"] <= 999
+    assert code == 0 and answer["commit"] == best["commit"] and 0 <= answer["price"] <= 999
 
     code, out, _ = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", "--data", str(heldout_file))
     assert code == 0 and "checkpoint-20" in out and "avg error" in out and "checkpoint-10" not in out
-    code, out, _ = run(capsys, "best", str(tiny_run), "--metric", "hit_rate")
+    code, out, _ = run(capsys, "best", str(tiny_run), *data, "--metric", "hit_rate")
     assert code == 0 and "runner-up" in out and "never used to choose" in out
 
 
@@ -73,7 +76,7 @@ def test_watch_once_evaluates_every_checkpoint_and_states_the_choice(capsys, tin
     assert code == 0, err
     choice = json.loads(out)
     assert choice["repo"] == f"local/{tiny_run.name}" and [c["step"] for c in choice["candidates"]] == [10, 20, 30]
-    assert choice["best"]["commit"] in {c["commit"] for c in choice["candidates"]}
+    assert choice["commit"] in {c["commit"] for c in choice["candidates"]}
 
 
 def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, heldout_file, monkeypatch):
@@ -133,13 +136,13 @@ def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tm
         assert (reports / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (reports / chart).stat().st_size > 10_000
     # the CLI reads the same store: the demo's ranking through `pricer best`
     cli = subprocess.run(
-        [sys.executable, "-m", "evaluator.cli.main", "best", str(home / "runs" / "demo-80x2-10"), "--json"],
+        [sys.executable, "-m", "pricer.evaluator.cli.main", "best", str(home / "runs" / "demo-80x2-10"), "--json"],
         env={**os.environ, "PRICER_HOME": str(home)},
         capture_output=True,
         text=True,
         check=True,
     )
-    assert json.loads(cli.stdout)["best"]["commit"] == best["commit"]
+    assert json.loads(cli.stdout) == {**best, "served": False}  # the same answer, in the same shape
 
 
 def test_demo_no_serve_stops_after_the_ranking(capsys, tiny_base, tmp_path):

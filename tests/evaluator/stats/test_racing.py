@@ -8,14 +8,13 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from pricer.evaluator.checkpoints.sources import Revision
+from pricer.evaluator import evaluate
 from pricer.evaluator.data import HeldOutSet
-from pricer.evaluator.scoring import ItemPrices
-from pricer.evaluator.stats import racing
+from pricer.evaluator.evaluate import race_checkpoints
+from pricer.evaluator.records import Evaluation, ItemPrices, Revision
 from pricer.evaluator.stats.metrics import item_errors
-from pricer.evaluator.stats.racing import race, race_checkpoints
-from pricer.evaluator.stats.selection import choose, paired, paired_resamples, significantly_worse
-from pricer.evaluator.store.evaluations import Evaluation
+from pricer.evaluator.stats.racing import race
+from pricer.evaluator.stats.selection import Policy, choose, paired, paired_resamples, significantly_worse
 
 N = 400
 # error scale per checkpoint, in training order: three clearly bad, then near-ties around the best (index 6)
@@ -42,7 +41,7 @@ def _full_choice(truth: np.ndarray, guesses: np.ndarray, **options) -> int:
         )
         for k, g in enumerate(guesses)
     ]
-    return choose(evaluations, **options).chosen.evaluation.id
+    return choose(evaluations, Policy(**options)).chosen.evaluation.id
 
 
 class Scorer:
@@ -154,7 +153,7 @@ def test_race_checkpoints_loads_each_adapter_only_while_scoring_and_never_prices
     test = rng.random(600) < 0.5
     heldout = HeldOutSet("synthetic", prompts, prices, test)
     model = FakeModel(dict(zip(prompts, prices, strict=True)), dict(zip(prompts, rng.exponential(1.0, 600), strict=True)))
-    monkeypatch.setattr(racing, "read_adapter", lambda path: path)
+    monkeypatch.setattr(evaluate, "read_adapter", lambda path: path)
     result = race_checkpoints(model, [f"checkpoint-{k}" for k in range(6)], heldout)
     assert result.chosen == 0 and result.n_items == int((~test).sum())  # scale grows with k: the first is best
     assert not model.loaded and model.loads == sum(1 for k in range(6) for r in range(4) if result.scored[k] > 0 and (

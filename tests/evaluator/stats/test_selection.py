@@ -5,10 +5,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from pricer.evaluator.checkpoints.sources import Revision
-from pricer.evaluator.scoring import ItemPrices
-from pricer.evaluator.stats.selection import choose
-from pricer.evaluator.store.evaluations import Evaluation
+from pricer.evaluator.records import Evaluation, ItemPrices, Revision
+from pricer.evaluator.stats.selection import Policy, choose
 
 N = 300
 
@@ -34,12 +32,12 @@ def test_clear_winner_is_chosen_by_both_rules_with_high_p_best():
     assert choice.chosen.evaluation.revision.step == 30 == choice.best.evaluation.revision.step
     assert choice.chosen.p_best > 0.95
     assert all(c.versus_best.significant for c in choice.candidates if c is not choice.best)
-    assert choose(_run([60, 40, 20, 45, 70], seed=1), rule="min").chosen is not None
+    assert choose(_run([60, 40, 20, 45, 70], seed=1), Policy(rule="min")).chosen is not None
 
 
 def test_earliest_rule_prefers_an_earlier_checkpoint_that_is_not_significantly_worse():
     evaluations = _run([50, 20.5, 20.0, 20.2, 35], seed=2)
-    earliest, lowest = choose(evaluations), choose(evaluations, rule="min")
+    earliest, lowest = choose(evaluations), choose(evaluations, Policy(rule="min"))
     assert earliest.chosen.evaluation.revision.step == 20  # ties within noise: the less trained one
     assert not earliest.chosen.versus_best.significant
     assert lowest.chosen is lowest.best and lowest.best.validation.mae <= earliest.chosen.validation.mae
@@ -61,7 +59,7 @@ def test_paired_intervals_and_p_best_cover_as_they_should():
     # and P(best) of the truly better one is mostly high
     covered, p_best = [], []
     for seed in range(60):
-        choice = choose(_run([23, 20], seed=100 + seed, noise=20), rule="min", samples=600, seed=seed)
+        choice = choose(_run([23, 20], seed=100 + seed, noise=20), Policy(rule="min"), samples=600, seed=seed)
         worse = next(c for c in choice.candidates if c.evaluation.revision.step == 10)
         better = next(c for c in choice.candidates if c.evaluation.revision.step == 20)
         difference = worse.validation.mae - better.validation.mae
@@ -75,8 +73,8 @@ def test_paired_intervals_and_p_best_cover_as_they_should():
 
 
 def test_overfitting_alarm_needs_a_significant_rise_for_several_checkpoints():
-    rising = choose(_run([60, 30, 20, 35, 50, 70], seed=4), patience=3)
+    rising = choose(_run([60, 30, 20, 35, 50, 70], seed=4), Policy(patience=3))
     assert rising.overfitting is not None and rising.overfitting.since_step == 30 and rising.overfitting.rise.significant
-    assert choose(_run([60, 30, 20, 35, 50, 70], seed=4), patience=4).overfitting is None  # only 3 past the best
-    assert choose(_run([60, 30, 20, 21, 20.5, 21], seed=5), patience=3).overfitting is None  # flat: no alarm
+    assert choose(_run([60, 30, 20, 35, 50, 70], seed=4), Policy(patience=4)).overfitting is None  # only 3 past the best
+    assert choose(_run([60, 30, 20, 21, 20.5, 21], seed=5), Policy(patience=3)).overfitting is None  # flat: no alarm
     assert choose(_run([60, 40, 30, 25, 20], seed=6)).overfitting is None  # still improving

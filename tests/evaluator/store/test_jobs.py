@@ -1,6 +1,6 @@
 """The durable job queue: dedup, claim order, recovery after a crash."""
 
-from pricer.evaluator.checkpoints.sources import Revision
+from pricer.evaluator.records import Revision
 from pricer.evaluator.store.evaluations import Store
 from pricer.evaluator.store.jobs import MAX_ATTEMPTS, JobQueue
 

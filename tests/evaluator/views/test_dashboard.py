@@ -130,7 +130,7 @@ def test_report_is_self_contained_and_holds_the_api_numbers(evaluated, tmp_path)
     output = tmp_path / "share" / "report.html"
     env = {k: v for k, v in server.env.items() if k != "PRICER_API_TOKEN"}
     done = subprocess.run(
-        [sys.executable, "-m", "evaluator.cli.main", "report", REPO, "--output", str(output), "--png"],
+        [sys.executable, "-m", "pricer.evaluator.cli.main", "report", REPO, "--output", str(output), "--png"],
         env=env,
         capture_output=True,
         text=True,
@@ -155,7 +155,7 @@ def test_report_is_self_contained_and_holds_the_api_numbers(evaluated, tmp_path)
 
 def test_report_of_an_unevaluated_repo_is_a_clear_error(tmp_path, tiny_run):
     done = subprocess.run(
-        [sys.executable, "-m", "evaluator.cli.main", "report", str(tiny_run), "--output", str(tmp_path / "r.html")],
+        [sys.executable, "-m", "pricer.evaluator.cli.main", "report", str(tiny_run), "--output", str(tmp_path / "r.html")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -164,18 +164,20 @@ def test_report_of_an_unevaluated_repo_is_a_clear_error(tmp_path, tiny_run):
     assert not (tmp_path / "r.html").exists()
 
 
-def test_jobs_table_shows_progress_of_the_running_job_and_why_one_failed(settings, tiny_run):
-    from pricer.evaluator.service.facade import PricerService
+def test_jobs_table_shows_progress_of_the_running_job_and_why_one_failed(settings, tiny_run, monkeypatch):
+    from pricer.evaluator.records import Progress
+    from pricer.evaluator.service import PricerService
+    from pricer.evaluator.store import JobQueue, Store
     from pricer.evaluator.views.report import Views, render_views
 
     service = PricerService(settings.model_copy(update={"checkpoint_root": tiny_run.parent}))  # not started: no worker
-    source = service.source(REPO)
-    data = service.dataset(None)
     for revision in ("checkpoint-10", "checkpoint-20"):
-        service._enqueue(REPO, source, source.resolve(revision), data)
-    failed = service.queue.claim()
-    service.queue.fail(failed.id, "checkpoint-10: adapter_model.safetensors is <b>corrupt</b>")
-    service.running, service.progress = service.queue.claim(), (24, 48)
+        service.submit(REPO, revision)
+    queue = JobQueue(Store(settings.store_url))  # a worker elsewhere, sharing the store
+    failed = queue.claim()
+    queue.fail(failed.id, "checkpoint-10: adapter_model.safetensors is <b>corrupt</b>")
+    running = queue.claim()
+    monkeypatch.setattr(service, "activity", lambda: [Progress(running, 24, 48)])
 
     html = render_views(Views(service), REPO, "mae")
     assert re.search(r'<tr data-status="running">.*?<progress value="24" max="48"></progress> 24/48 items', html, re.S)

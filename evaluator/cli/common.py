@@ -1,0 +1,145 @@
+"""What every group of subcommands shares: settings from flags, the service a source names, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pricer.evaluator.records import Estimator
+from pricer.evaluator.stats.metrics import METRICS, Metric, Metrics
+from pricer.evaluator.stats.selection import Choice, Rule
+
+
+def settings_from(args: argparse.Namespace):
+    """The settings: the environment's, with each flag that was given (argparse defaults are None) winning."""
+    from pricer.evaluator.settings import Settings
+
+    flags = {
+        "db_url": "db",
+        "device": "device",
+        "batch_size": "batch_size",
+        "base_model": "base",
+        "load_in_4bit": "load_in_4bit",
+        "host": "host",
+        "port": "port",
+        "checkpoint_root": "checkpoint_root",
+        "data": "data",
+        "repo": "repo",
+        "metric": "metric",
+        "rule": "rule",
+        "estimator": "estimator",
+        "overfit_patience": "patience",
+    }
+    given = {field: getattr(args, flag, None) for field, flag in flags.items()}
+    return Settings(**{field: value for field, value in given.items() if value not in (None, False)})
+
+
+def service_for(args: argparse.Namespace):
+    """(the service, the repo it names `args.source` by): a local run folder is served as local/<name> from its
+    parent, so the CLI asks the same facade, with the same policy and held-out set, as the API and the dashboard."""
+    from pricer.evaluator.service import PricerService
+
+    settings = settings_from(args)
+    source: str = args.source
+    if source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir():
+        folder = Path(source).expanduser().resolve()
+        settings, repo = settings.model_copy(update={"checkpoint_root": folder.parent}), f"local/{folder.name}"
+    else:
+        repo = source
+    return PricerService(settings.model_copy(update={"repo": repo})), repo
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def metric_cells(m: Metrics) -> dict[str, str]:
+    """Each metric with its interval, as people read it: "$52.29 [44.10, 60.87]"."""
+    cells = {}
+    for name, spec in METRICS.items():
+        low, high = m.intervals[name]
+        cells[spec.short] = f"{spec.show(m.value(name))} [{low:{spec.format}}, {high:{spec.format}}]"
+    return cells
+
+
+def ranking_table(ranked: list) -> str:
+    rows = [
+        {
+            "#": r.rank,
+            "revision": r.evaluation.revision.revision,
+            "commit": r.evaluation.revision.commit[:10],
+            "step": r.evaluation.revision.step,
+            "epoch": None if r.evaluation.revision.epoch is None else round(r.evaluation.revision.epoch, 2),
+            "n": r.metrics.n,
+            **metric_cells(r.metrics),
+        }
+        for r in ranked
+    ]
+    return pd.DataFrame(rows).to_string(index=False, na_rep="-")
+
+
+def choice_json(repo: str, choice: Choice) -> dict:
+    """The choice as `GET /best-checkpoint` gives it (the same schema, so the two never drift apart)."""
+    from pricer.app.schemas import BestCheckpoint
+
+    return BestCheckpoint.of(repo, choice, served=False).model_dump(mode="json")
+
+
+def print_choice(choice: Choice) -> None:
+    chosen = choice.chosen
+    rev = chosen.evaluation.revision
+    print(f"rule: {choice.statement}")
+    print(f"chosen of {len(choice.candidates)}: {rev.revision} (commit {rev.commit[:10]}, step {rev.step}, epoch {rev.epoch})")
+    print(f"  validation ({chosen.validation.n} items), P(best) {chosen.p_best:.0%}")
+    for name, cell in metric_cells(chosen.validation).items():
+        print(f"    {name:<10} {cell}")
+    if choice.test:
+        print(f"  test ({choice.test.n} items, never used to choose): the error to expect in use")
+        for name, cell in metric_cells(choice.test).items():
+            print(f"    {name:<10} {cell}")
+    if choice.runner_up:
+        d = choice.versus_runner_up
+        print(
+            f"runner-up: {choice.runner_up.evaluation.revision.revision}, P(best) {choice.runner_up.p_best:.0%}; "
+            f"chosen minus runner-up {choice.metric}: {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+        )
+    if choice.overfitting:
+        o = choice.overfitting
+        print(f"overfitting: validation {choice.metric} rose for {o.checkpoints} checkpoints past step {o.since_step}")
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        help="held-out data: a JSONL / JSON / CSV / Parquet file, hf://datasets/<id>[@rev]/<file>, or 'catalogue' "
+        "(default: PRICER_DATA, else the catalogue: what the service uses)",
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="store URL (SQLAlchemy); default: SQLite in pricer's data folder, or PRICER_DB_URL")
+    parser.add_argument("--base", help="base model for every adapter (default: the one each adapter names)")
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, help="items per forward pass (default 16)")
+    parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", help="load the base in 4-bit nf4 (CUDA only)")
+
+
+def add_policy_options(parser: argparse.ArgumentParser) -> None:
+    """How the checkpoint is chosen; each flag left out keeps the setting (PRICER_METRIC, PRICER_RULE, ...)."""
+    parser.add_argument("--metric", choices=list(Metric), help="what chooses and ranks (default: PRICER_METRIC, mae)")
+    parser.add_argument(
+        "--rule",
+        choices=list(Rule),
+        help="earliest: the earliest checkpoint not significantly worse than the best; min: the lowest error "
+        "(default: PRICER_RULE, earliest)",
+    )
+    parser.add_argument(
+        "--estimator",
+        choices=list(Estimator),
+        help="the price read from the model: most likely number or probability-weighted mean (default: argmax)",
+    )
+    parser.add_argument("--patience", type=int, help="rising checkpoints that raise the overfitting alarm (default: 3)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")

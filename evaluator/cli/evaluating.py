@@ -1,0 +1,135 @@
+"""`pricer evaluate | revisions | best | predict | score`: evaluate checkpoints and use the choice."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from pricer.evaluator.cli.common import (
+    add_data_option,
+    add_model_options,
+    add_policy_options,
+    choice_json,
+    metric_cells,
+    print_choice,
+    print_json,
+    ranking_table,
+    service_for,
+)
+from pricer.evaluator.errors import ModelNotReady
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from pricer.evaluator.stats.ranking import rank
+
+    service, repo = service_for(args)  # the held-out data is read and checked before any model or network work
+    revisions = None if args.all or not args.revision else args.revision
+    evaluations = service.evaluate(repo, revisions, progress=not args.json)
+    unique = list({e.id: e for e in evaluations}.values())  # "main" and its sha are one checkpoint
+    ranked = rank(unique, metric=service.policy.metric, estimator=service.policy.estimator)
+    if args.json:
+        print_json([r.to_dict() for r in ranked])
+        return
+    data = service.dataset()
+    print(f"{repo}: {len(ranked)} checkpoint(s) on {data.name} ({len(data)} items), best first by {service.policy.metric}")
+    print(ranking_table(ranked))
+
+
+def cmd_revisions(args: argparse.Namespace) -> None:
+    service, repo = service_for(args)
+    source = service.source(repo)
+    names: dict[str, list[str]] = {}
+    for name, commit in source.refs().items():
+        names.setdefault(commit, []).append(name)
+    rows = [{**r.fields(), "refs": names.get(r.commit, []), "message": r.message} for r in source.revisions()]
+    if args.json:
+        print_json(rows)
+        return
+    table = pd.DataFrame(rows).assign(commit=lambda f: f.commit.str[:10], refs=lambda f: f.refs.str.join(", "))
+    print(table.drop(columns="message").to_string(index=False, na_rep="-"))
+
+
+def cmd_best(args: argparse.Namespace) -> None:
+    service, repo = service_for(args)
+    choice = service.choice(repo)
+    if args.json:
+        print_json(choice_json(repo, choice))
+    else:
+        print_choice(choice)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    service, repo = service_for(args)
+    try:
+        prediction = service.predict(args.description, repo=repo)
+    except ModelNotReady:  # no worker serves here: load the policy's choice now, as the service's worker would
+        service.serve(repo)
+        prediction = service.predict(args.description, repo=repo)
+    rev = prediction.revision
+    if args.json:
+        answers = [{"price": p, "revision": rev.revision, "commit": rev.commit} for p in prediction.prices]
+        print_json(answers[0] if len(answers) == 1 else answers)
+        return
+    for description, price in zip(args.description, prediction.prices, strict=True):
+        print(f"${price:,.2f}  {description[:70]}")
+    print(f"(from {rev.revision}, commit {rev.commit[:10]})")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from pricer.evaluator.data import positive_prices, read_table
+    from pricer.evaluator.errors import InvalidDataset
+    from pricer.evaluator.stats.metrics import score
+
+    frame = read_table(args.file)
+    truth = positive_prices(frame, args.truth_field, where=args.file)
+    if args.guess_field not in frame.columns:
+        raise InvalidDataset(f"{args.file}: no field {args.guess_field!r} (fields: {', '.join(map(str, frame.columns))})")
+    guess = pd.to_numeric(frame[args.guess_field], errors="coerce")
+    if guess.isna().any():
+        raise InvalidDataset(f"{args.file}: {args.guess_field!r} is missing or not a number in {int(guess.isna().sum())} row(s)")
+    metrics = score(truth, guess.to_numpy(dtype=float))
+    if args.json:
+        print_json(metrics.to_dict())
+        return
+    print(f"{args.guess_field} on {args.file}: {metrics.n} items")
+    for name, cell in metric_cells(metrics).items():
+        print(f"  {name:<10} {cell}")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("evaluate", help="price held-out items under checkpoints and rank them")
+    p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
+    p.add_argument("--revision", action="append", help="a revision: checkpoint-N, commit sha, branch or tag (repeatable)")
+    p.add_argument("--all", action="store_true", help="every checkpoint of the run (the default without --revision)")
+    add_data_option(p)
+    add_model_options(p)
+    add_policy_options(p)
+    p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("revisions", help="list a run's checkpoints: step, epoch, commit, branches and tags")
+    p.add_argument("source")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_revisions)
+
+    p = commands.add_parser("best", help="the checkpoint the rule chooses on validation items, its evidence and test figure")
+    p.add_argument("source")
+    add_data_option(p)
+    p.add_argument("--db")
+    add_policy_options(p)
+    p.set_defaults(run=cmd_best)
+
+    p = commands.add_parser("predict", help="price descriptions with the checkpoint the rule chooses")
+    p.add_argument("source")
+    p.add_argument("description", nargs="+", help="product description(s)")
+    add_data_option(p)
+    add_model_options(p)
+    add_policy_options(p)
+    p.set_defaults(run=cmd_predict)
+
+    p = commands.add_parser("score", help="score an existing predictions file with the course's metrics")
+    p.add_argument("file", help="JSONL / CSV / Parquet with true prices and guesses (nested fields as a.b)")
+    p.add_argument("--guess-field", required=True, help="the field holding the guesses, e.g. predictions.gpt_4o_frontier")
+    p.add_argument("--truth-field", default="price", help="the field holding true prices (default: price)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_score)

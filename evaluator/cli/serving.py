@@ -1,0 +1,139 @@
+"""`pricer serve | watch | report | demo`: the long-running service, its watches, and what it shows."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pricer.evaluator.cli.common import (
+    add_data_option,
+    add_model_options,
+    add_policy_options,
+    choice_json,
+    print_choice,
+    ranking_table,
+    service_for,
+    settings_from,
+)
+from pricer.evaluator.errors import InvalidRepoId
+from pricer.evaluator.stats.metrics import Metric
+
+
+def _run_app(settings, service=None, *, verbose: bool = False) -> None:
+    import uvicorn
+
+    from pricer.app.main import create_app
+
+    app = create_app(settings, service=service)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if verbose else "warning")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    settings = settings_from(args)
+    if settings.checkpoint_root is not None and not settings.checkpoint_root.is_dir():
+        raise InvalidRepoId(f"checkpoint root {settings.checkpoint_root} is not a folder")
+    _run_app(settings, verbose=args.verbose)
+
+
+def cmd_watch(args: argparse.Namespace) -> None:
+    from pricer.evaluator.cli.common import print_json
+
+    service, repo = service_for(args)
+    service.start()
+    service.watch(repo, interval=args.interval)
+    seen: set[int] = set()
+    try:
+        while True:
+            time.sleep(0.5)
+            watch = service.watched(repo)
+            for result in service.jobs(repo):
+                if result.job.id not in seen and result.job.finished:
+                    seen.add(result.job.id)
+                    if not args.json:
+                        what = f"{result.evaluation.metrics().mae:,.2f} MAE" if result.evaluation else result.job.error
+                        print(f"{result.job.revision.revision}: {result.job.status} ({what})")
+            if args.once and watch.last_polled is not None and service.idle():
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+    choice = service.choice(repo)
+    if args.json:
+        print_json(choice_json(repo, choice))
+    else:
+        print_choice(choice)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pricer.evaluator.views.report import Views, write_report
+
+    service, repo = service_for(args)  # not started: the report reads what the store holds
+    for path in write_report(Views(service), repo, Path(args.output), metric=args.metric, png=args.png):
+        print(path)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from pricer.evaluator.cli.demo import run_demo
+
+    settings = settings_from(args)
+    demo = run_demo(settings, items=args.items, epochs=args.epochs, save_steps=args.save_steps)
+    print(f"validation ranking of {demo.repo} (best first):")
+    print(ranking_table(demo.ranked))
+    print()
+    print_choice(demo.choice)
+    print("charts and report:\n" + "\n".join(f"  {path}" for path in demo.charts))
+    if args.no_serve:
+        demo.service.stop()
+        print(f'next:\n  pricer best {demo.run_dir}\n  pricer predict {demo.run_dir} "..."')
+        return
+    url = f"http://{settings.host}:{settings.port}"
+    print(
+        f"\nserving {demo.repo} at {url}: the dashboard is {url}/ (API docs: {url}/docs); try:\n"
+        f"  curl -s {url}/best-checkpoint\n"
+        f"  curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
+        """-d '{"description": "Stainless steel 5-quart stand mixer, 10 speeds"}'\n"""
+        f"  curl -s {url}/evaluations\n"
+        "Ctrl-C stops."
+    )
+    _run_app(settings, demo.service)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("watch", help="evaluate every checkpoint of a run, and each new one as training writes it")
+    p.add_argument("source", help="a local run folder or a Hub repo id")
+    p.add_argument("--interval", type=float, help="seconds between polls (default: PRICER_WATCH_INTERVAL, 30)")
+    p.add_argument("--once", action="store_true", help="stop when what is there now is evaluated")
+    add_data_option(p)
+    add_model_options(p)
+    add_policy_options(p)
+    p.set_defaults(run=cmd_watch)
+
+    p = commands.add_parser("report", help="a self-contained HTML report of a repo's checkpoints, curve, choice and jobs")
+    p.add_argument("source", help="a local run folder, local/<name> under PRICER_CHECKPOINT_ROOT, or a Hub repo id")
+    p.add_argument("--output", default="report.html", help="the HTML file to write (default: report.html)")
+    p.add_argument("--png", action="store_true", help="also write the two charts as PNG files beside it")
+    p.add_argument("--metric", choices=list(Metric), help="what chooses the checkpoint (default: PRICER_METRIC, mae)")
+    add_data_option(p)
+    p.add_argument("--db")
+    p.set_defaults(run=cmd_report)
+
+    p = commands.add_parser("serve", help="run the HTTP service: evaluation jobs, best checkpoint, predictions")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, or PRICER_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8000, or PRICER_PORT)")
+    p.add_argument("--checkpoint-root", help="folder whose run folders are served as local/<name> (or PRICER_CHECKPOINT_ROOT)")
+    add_data_option(p)
+    p.add_argument("--repo", help="the repo whose best adapter /predict serves (default: the latest evaluated)")
+    add_model_options(p)
+    p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("demo", help="the whole loop on the embedded default: tiny model, training, evaluation")
+    p.add_argument("--db")
+    p.add_argument("--items", type=int, default=800, help="catalogue items to train on (default 800)")
+    p.add_argument("--epochs", type=float, default=12, help="passes over them (default 12)")
+    p.add_argument("--save-steps", type=int, default=100, help="a checkpoint every N steps (default 100: one per epoch)")
+    p.add_argument("--no-serve", action="store_true", help="stop after the ranking and charts instead of serving")
+    p.add_argument("--host", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to serve on (default 8000)")
+    p.set_defaults(run=cmd_demo)

@@ -1,0 +1,162 @@
+"""pricer's value types: what a checkpoint, a prediction, an evaluation, a job and a watch are.
+
+Plain frozen dataclasses over numpy: the statistics, the views and the HTTP schemas use them
+without importing torch or SQLAlchemy. The store reads and writes them; the service hands them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import numpy as np
+
+from pricer.evaluator.stats.metrics import Metrics, score
+
+
+class Estimator(StrEnum):
+    """Which price is read from the model's distribution over 0..999."""
+
+    ARGMAX = "argmax"  # the most likely number
+    MEAN = "mean"  # the probability-weighted mean
+
+
+class Part(StrEnum):
+    """Which held-out items: validation items choose, test items report the chosen one's error."""
+
+    VALIDATION = "validation"
+    TEST = "test"
+    ALL = "all"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One checkpoint of a run: the name it was asked by, its immutable id, and where training was."""
+
+    source: str
+    revision: str
+    commit: str
+    step: int | None = None
+    epoch: float | None = None
+    message: str | None = None
+
+    def fields(self) -> dict:
+        """What names the checkpoint in an answer: its revision, commit, step and epoch."""
+        return {"revision": self.revision, "commit": self.commit, "step": self.step, "epoch": self.epoch}
+
+
+@dataclass(frozen=True)
+class ItemPrices:
+    """Per-item predictions: the most likely price, the expected price, and the mass on number tokens."""
+
+    argmax: np.ndarray
+    mean: np.ndarray
+    p_number: np.ndarray
+
+    def guesses(self, estimator: str = Estimator.ARGMAX) -> np.ndarray:
+        return self.argmax if Estimator(estimator) is Estimator.ARGMAX else self.mean
+
+
+@dataclass(frozen=True)
+class EvaluationKey:
+    """What makes two evaluations the same: the checkpoint and everything that changes its predictions."""
+
+    source: str
+    commit: str
+    base_model: str
+    dataset_fingerprint: str
+    config_key: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A finished evaluation: the checkpoint, the set-up, and every item's truth and predictions."""
+
+    id: int
+    revision: Revision
+    base_model: str
+    dataset_name: str
+    dataset_fingerprint: str
+    config_key: str
+    truth: np.ndarray
+    prices: ItemPrices
+    test: np.ndarray  # (n,) bool: the test items; the others validate
+    seconds: float
+    created_at: datetime
+
+    @property
+    def n(self) -> int:
+        return int(self.truth.size)
+
+    def items(self, part: str = Part.VALIDATION) -> np.ndarray:
+        """Indices of the validation items, the test items, or all."""
+        mask = {Part.VALIDATION: ~self.test, Part.TEST: self.test, Part.ALL: np.ones_like(self.test)}[Part(part)]
+        return np.flatnonzero(mask)
+
+    def metrics(self, estimator: str = Estimator.ARGMAX, part: str = Part.VALIDATION) -> Metrics:
+        """The course's metrics on one part of the items (by default the validation part, which ranks)."""
+        items = self.items(part)
+        return score(self.truth[items], self.prices.guesses(estimator)[items])
+
+
+@dataclass(frozen=True)
+class Job:
+    """One asked-for evaluation and where it stands."""
+
+    id: int
+    repo: str
+    revision: Revision
+    dataset: str
+    dataset_fingerprint: str
+    config_key: str
+    status: JobStatus
+    error: str | None
+    evaluation_id: int | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (JobStatus.DONE, JobStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job and, once it is done, its evaluation."""
+
+    job: Job
+    evaluation: Evaluation | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A running job and how far its pricing is."""
+
+    job: Job
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A watched repo: every checkpoint it has, and each new one, is evaluated."""
+
+    repo: str
+    interval: float
+    checkpoints: int
+    last_polled: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+    def due(self, now: datetime) -> bool:
+        return self.last_polled is None or now - self.last_polled >= timedelta(seconds=self.interval)

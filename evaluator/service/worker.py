@@ -1,0 +1,175 @@
+"""The worker: claim a queued job from the store, run it, finish it.
+
+`JobRunner` is what one job takes, whatever runs it; `Executor` is what runs jobs. Jobs are
+claimed from the store (a claim is a compare-and-set), so several executors can share one
+queue: `ThreadWorker` is one thread in this process; a distributed executor (processes, Ray
+actors) implements the same interface over the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+from pricer.evaluator.checkpoints.sources import Checkpoint, CheckpointSource
+from pricer.evaluator.data import HeldOutSet
+from pricer.evaluator.errors import DatasetNotFound, PricerError
+from pricer.evaluator.evaluate import Evaluator
+from pricer.evaluator.records import Evaluation, Job, Progress
+from pricer.evaluator.service.telemetry import Telemetry
+from pricer.evaluator.store import JobQueue
+
+log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    """Runs the queued jobs of a store until stopped."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float) -> None: ...
+
+    def wake(self) -> None:
+        """New work was queued: look now rather than at the next poll."""
+        ...
+
+    def activity(self) -> list[Progress]:
+        """The jobs running now and how far each is."""
+        ...
+
+
+class JobRunner:
+    """Claim, run and finish jobs; the next queued checkpoint is fetched while one is scored.
+
+    Args:
+        jobs: the queue in the store.
+        evaluator: prices and stores.
+        open_job: the source and held-out set a job names.
+        done: called with each finished job and its evaluation (the service re-chooses what it serves).
+    """
+
+    def __init__(
+        self,
+        jobs: JobQueue,
+        evaluator: Evaluator,
+        *,
+        open_job: Callable[[Job], tuple[CheckpointSource, HeldOutSet]],
+        done: Callable[[Job, Evaluation], None],
+        telemetry: Telemetry,
+    ) -> None:
+        self.jobs, self.evaluator, self.open_job, self.done, self.telemetry = jobs, evaluator, open_job, done, telemetry
+        self.progress: Progress | None = None
+        self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricer-prefetch")
+        self._fetched: tuple[tuple[str, str], Future[Checkpoint]] | None = None  # ((repo, commit), its fetch)
+
+    def run_next(self) -> bool:
+        """Run the oldest queued job, if there is one. Returns whether there was."""
+        job = self.jobs.claim()
+        if job is None:
+            return False
+        self.run(job)
+        return True
+
+    def run(self, job: Job) -> None:
+        started = time.perf_counter()
+        self.progress = Progress(job, 0, 0)
+        try:
+            source, data = self.open_job(job)
+            if data.fingerprint != job.dataset_fingerprint:
+                raise DatasetNotFound(f"dataset {job.dataset!r} changed since the job was queued")
+            fetched = self._take_prefetched(job)
+            self._prefetch_next(job)
+            evaluation = self.evaluator.evaluate_revision(
+                source, job.revision, data, on_batch=lambda done, total: self._priced(job, done, total), fetched=fetched, keep=True
+            )
+            finished = self.jobs.finish(job.id, evaluation.id, evaluation.revision)
+            if self.progress.total:  # items were priced, not taken from the store
+                self.telemetry.evaluation_seconds.observe(time.perf_counter() - started)
+            log.info("job %d done: %s@%s", job.id, job.repo, job.revision.revision)
+            self.done(finished, evaluation)
+        except PricerError as exc:
+            log.warning("job %d failed: %s", job.id, exc)
+            self._fail(job, str(exc))
+        except Exception as exc:  # a bug or a broken device must not kill the worker
+            log.exception("job %d failed unexpectedly", job.id)
+            self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.progress = None
+
+    def close(self) -> None:
+        self._prefetch.shutdown(wait=True, cancel_futures=True)
+
+    def _fail(self, job: Job, reason: str) -> None:
+        try:
+            self.jobs.fail(job.id, reason)
+        except Exception:  # the store itself is failing: the job is requeued on the next start
+            log.exception("cannot record that job %d failed", job.id)
+
+    def _priced(self, job: Job, done: int, total: int) -> None:
+        self.telemetry.items_scored.inc(done - (self.progress.done if self.progress else 0))
+        self.progress = Progress(job, done, total)
+
+    def _take_prefetched(self, job: Job) -> Future[Checkpoint] | None:
+        fetched, self._fetched = self._fetched, None
+        if fetched is not None and fetched[0] == (job.repo, job.revision.commit):
+            return fetched[1]
+        return None
+
+    def _prefetch_next(self, job: Job) -> None:
+        """Fetch the checkpoint of the job queued after this one (for a Hub repo, download it) while this one is scored."""
+        following = self.jobs.next_queued()
+        if following is None or following.id == job.id:
+            return
+        try:
+            source, data = self.open_job(following)
+            if self.evaluator.stored(source, following.revision, data) is None:
+                self._fetched = ((following.repo, following.revision.commit), self._prefetch.submit(source.fetch, following.revision))
+        except PricerError:
+            pass  # its own run reports why
+
+
+class ThreadWorker:
+    """An `Executor`: one thread of this process that runs jobs one at a time."""
+
+    def __init__(self, runner: JobRunner, *, on_start: Callable[[], None] = lambda: None, idle_wait: float = 1.0) -> None:
+        self.runner, self.on_start, self.idle_wait = runner, on_start, idle_wait
+        self._wake, self._stopping = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="pricer-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the running job (a job cut off by the process ending is requeued on the next start)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.runner.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def activity(self) -> list[Progress]:
+        progress = self.runner.progress
+        return [progress] if progress is not None else []
+
+    def _loop(self) -> None:
+        self.on_start()
+        while not self._stopping.is_set():
+            try:
+                busy = self.runner.run_next()
+            except Exception:  # the store cannot be read: wait and try again rather than end the thread
+                log.exception("claiming a job failed")
+                busy = False
+            if not busy:
+                self._wake.wait(timeout=self.idle_wait)
+                self._wake.clear()
