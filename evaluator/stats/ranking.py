@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pricer.evaluator.errors import NotEvaluated
 from pricer.evaluator.records import Estimator, Evaluation
 from pricer.evaluator.stats.metrics import Metrics, spec
 
@@ -35,12 +34,3 @@ def rank(evaluations: list[Evaluation], *, metric: str = "mae", estimator: str =
     scored = [(e, e.metrics(estimator)) for e in evaluations]
     scored.sort(key=lambda pair: (sign * pair[1].value(metric), pair[0].revision.step or 0, pair[0].id))
     return [Ranked(rank=i + 1, evaluation=e, metrics=m) for i, (e, m) in enumerate(scored)]
-
-
-def latest_group(evaluations: list[Evaluation]) -> list[Evaluation]:
-    """The evaluations sharing data, base and config with the most recent one: what `best` compares."""
-    if not evaluations:
-        raise NotEvaluated("nothing is evaluated yet")
-    last = max(evaluations, key=lambda e: e.id)
-    group = (last.dataset_fingerprint, last.base_model, last.config_key)
-    return [e for e in evaluations if (e.dataset_fingerprint, e.base_model, e.config_key) == group]

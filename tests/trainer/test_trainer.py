@@ -184,6 +184,9 @@ def test_the_alarm_rises_when_validation_error_rises_and_the_callback_stops_trai
         config = preset("tiny", max_steps=240, save_steps=8)
         result = train(tiny_base, heldout_from_frame(frame, name="train"), runs / "overfit", config, callbacks=[callback])
         assert callback.overfitting is not None and result.steps < 240  # stopped early
+        # the alarm as /best-checkpoint gave it when the callback stopped training (checkpoints evaluated since,
+        # queued before the stop, may end the strict rise, so the answer read now can differ)
+        alarm = callback.overfitting
+        assert alarm["rise"]["significant"] and alarm["checkpoints"] >= 2 and alarm["since_step"] % 8 == 0
         best = server.client.get("/best-checkpoint", params={"repo": "local/overfit"}).json()
-        assert best["overfitting"]["rise"]["significant"] and best["overfitting"]["since_step"] >= best["step"]
         assert best["test"] is None  # every item is a validation item here
