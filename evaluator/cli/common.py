@@ -81,11 +81,14 @@ def ranking_table(ranked: list) -> str:
     return pd.DataFrame(rows).to_string(index=False, na_rep="-")
 
 
-def choice_json(repo: str, choice: Choice) -> dict:
-    """The choice as `GET /best-checkpoint` gives it (the same schema, so the two never drift apart)."""
+def show_choice(args: argparse.Namespace, repo: str, choice: Choice) -> None:
+    """The choice as text, or with --json as `GET /best-checkpoint` gives it (the same schema, so they never drift)."""
     from pricer.app.schemas import BestCheckpoint
 
-    return BestCheckpoint.of(repo, choice, served=False).model_dump(mode="json")
+    if getattr(args, "json", False):
+        print_json(BestCheckpoint.of(repo, choice, served=False).model_dump(mode="json"))
+    else:
+        print_choice(choice)
 
 
 def print_choice(choice: Choice) -> None:

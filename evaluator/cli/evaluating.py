@@ -10,12 +10,11 @@ from pricer.evaluator.cli.common import (
     add_data_option,
     add_model_options,
     add_policy_options,
-    choice_json,
     metric_cells,
-    print_choice,
     print_json,
     ranking_table,
     service_for,
+    show_choice,
 )
 from pricer.evaluator.errors import ModelNotReady
 
@@ -52,11 +51,7 @@ def cmd_revisions(args: argparse.Namespace) -> None:
 
 def cmd_best(args: argparse.Namespace) -> None:
     service, repo = service_for(args)
-    choice = service.choice(repo)
-    if args.json:
-        print_json(choice_json(repo, choice))
-    else:
-        print_choice(choice)
+    show_choice(args, repo, service.choice(repo))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -10,11 +10,11 @@ from pricer.evaluator.cli.common import (
     add_data_option,
     add_model_options,
     add_policy_options,
-    choice_json,
     print_choice,
     ranking_table,
     service_for,
     settings_from,
+    show_choice,
 )
 from pricer.evaluator.errors import InvalidRepoId
 from pricer.evaluator.stats.metrics import Metric
@@ -37,7 +37,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> None:
-    from pricer.evaluator.cli.common import print_json
 
     service, repo = service_for(args)
     service.start()
@@ -59,11 +58,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
         pass
     finally:
         service.stop()
-    choice = service.choice(repo)
-    if args.json:
-        print_json(choice_json(repo, choice))
-    else:
-        print_choice(choice)
+    show_choice(args, repo, service.choice(repo))
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -8,11 +8,11 @@ checkpoint twice.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from pricer.evaluator.errors import PricerError
 from pricer.evaluator.records import Revision, Watch
+from pricer.evaluator.service.loop import Loop
 from pricer.evaluator.store import Watches, utcnow
 
 log = logging.getLogger(__name__)
@@ -31,24 +31,16 @@ class Watching:
         self, watches: Watches, *, revisions: Callable[[str], list[Revision]], enqueue: Callable[[str, Revision], None]
     ) -> None:
         self.watches, self.revisions, self.enqueue = watches, revisions, enqueue
-        self._wake, self._stopping = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Loop("pricer-watches", self._poll_due)
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name="pricer-watches", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def poll(self, watch: Watch) -> None:
         """Queue every revision the repo has now; record the poll, or why it failed."""
@@ -63,14 +55,9 @@ class Watching:
             log.exception("polling %s failed", watch.repo)
             self.watches.polled(watch.repo, error=f"internal error: {type(exc).__name__}: {exc}")
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                now = utcnow()
-                for watch in self.watches.all():
-                    if watch.due(now) and not self._stopping.is_set():
-                        self.poll(watch)
-            except Exception:  # the store is failing: try again at the next poll
-                log.exception("listing the watches failed")
-            self._wake.wait(timeout=1.0)
-            self._wake.clear()
+    def _poll_due(self) -> bool:
+        now = utcnow()
+        for watch in self.watches.all():
+            if watch.due(now) and not self._loop.stopping:
+                self.poll(watch)
+        return False  # wait for the next round

@@ -9,7 +9,6 @@ actors) implements the same interface over the same store.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +19,7 @@ from pricer.evaluator.data import HeldOutSet
 from pricer.evaluator.errors import DatasetNotFound, PricerError
 from pricer.evaluator.evaluate import Evaluator
 from pricer.evaluator.records import Evaluation, Job, Progress
+from pricer.evaluator.service.loop import Loop
 from pricer.evaluator.service.telemetry import Telemetry
 from pricer.evaluator.store import JobQueue
 
@@ -135,41 +135,21 @@ class JobRunner:
 class ThreadWorker:
     """An `Executor`: one thread of this process that runs jobs one at a time."""
 
-    def __init__(self, runner: JobRunner, *, on_start: Callable[[], None] = lambda: None, idle_wait: float = 1.0) -> None:
-        self.runner, self.on_start, self.idle_wait = runner, on_start, idle_wait
-        self._wake, self._stopping = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, runner: JobRunner, *, on_start: Callable[[], None] = lambda: None) -> None:
+        self.runner = runner
+        self._loop = Loop("pricer-worker", runner.run_next, first=on_start)
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name="pricer-worker", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the running job (a job cut off by the process ending is requeued on the next start)."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
         self.runner.close()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def activity(self) -> list[Progress]:
         progress = self.runner.progress
         return [progress] if progress is not None else []
-
-    def _loop(self) -> None:
-        self.on_start()
-        while not self._stopping.is_set():
-            try:
-                busy = self.runner.run_next()
-            except Exception:  # the store cannot be read: wait and try again rather than end the thread
-                log.exception("claiming a job failed")
-                busy = False
-            if not busy:
-                self._wake.wait(timeout=self.idle_wait)
-                self._wake.clear()
