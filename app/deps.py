@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pricer.evaluator.service import PricerService
 
-_bearer = HTTPBearer(auto_error=False)
+bearer = HTTPBearer(auto_error=False)
 
 
 def get_service(request: Request) -> PricerService:
@@ -20,7 +20,7 @@ def get_service(request: Request) -> PricerService:
 ServiceDep = Annotated[PricerService, Depends(get_service)]
 
 
-def require_token(service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+def require_token(service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """When `PRICER_API_TOKEN` is set, the request must carry it as a bearer token."""
     expected = service.settings.api_token
     if expected is None:
@@ -32,3 +32,11 @@ def require_token(service: ServiceDep, credentials: Annotated[HTTPAuthorizationC
             "a valid 'Authorization: Bearer <token>' header is required",
             {"WWW-Authenticate": "Bearer"},
         )
+
+
+def require_predict_token(
+    service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """`POST /predict` needs the API token too when `PRICER_PREDICT_NEEDS_TOKEN` is set."""
+    if service.settings.predict_needs_token:
+        require_token(service, credentials)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from pricer.app import errors
+from pricer.app.edge import MAX_BODY_BYTES, Edge
 from pricer.app.routes import router
 from pricer.evaluator.service import PricerService
 from pricer.evaluator.settings import Settings
 from pricer.evaluator.views.report import Views
 
-MAX_BODY_BYTES = 2 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, service: PricerService | None = None) -> FastAPI:
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None, *, service: PricerService | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = service or PricerService(settings or Settings())
         app.state.views = Views(app.state.service)
+        _warn_open_doors(app.state.service.settings)
         app.state.service.start()
         yield
         app.state.service.stop()
@@ -35,13 +37,13 @@ def create_app(settings: Settings | None = None, *, service: PricerService | Non
         lifespan=lifespan,
     )
     errors.install(app)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # refuse oversized bodies before reading them
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
-
+    app.add_middleware(Edge, max_body=MAX_BODY_BYTES)
     app.include_router(router)
     return app
+
+
+def _warn_open_doors(settings: Settings) -> None:
+    if settings.api_token is None:
+        log.warning("PRICER_API_TOKEN is not set: anyone who reaches this port can queue evaluations and watches")
+    if settings.webhook_secret is None:
+        log.warning("PRICER_WEBHOOK_SECRET is not set: POST /webhooks/hub accepts only callers with the API token")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 
-from pricer.app.deps import ServiceDep, require_token
+from pricer.app.deps import ServiceDep, require_predict_token, require_token
+from pricer.app.errors import ErrorBody
 from pricer.app.schemas import (
     BestCheckpoint,
     CheckpointPublic,
@@ -23,7 +25,7 @@ from pricer.app.schemas import (
     WatchRequest,
     WebhookIgnored,
 )
-from pricer.app.webhooks import WebhookSecret, content_update
+from pricer.app.webhooks import WebhookPayload, WebhookSecret, content_update
 from pricer.evaluator.errors import NotEvaluated
 from pricer.evaluator.records import Estimator, JobStatus
 from pricer.evaluator.service import PROMETHEUS_CONTENT_TYPE, PricerService
@@ -32,10 +34,32 @@ from pricer.evaluator.stats.selection import Rule
 from pricer.evaluator.views.report import render_dashboard, render_views
 
 router = APIRouter()
-RepoQuery = Query(default=None, max_length=200, description="default: the repo the service serves")
+RepoQuery = Query(default=None, max_length=200, description="default (or empty): the repo the service serves")
+RepoPath = Annotated[str, Path(min_length=1, max_length=200, description="a Hub repo id or local/<run folder>")]
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="an evaluation job's id")]
+
+_WHY = {
+    401: "the API token (or the webhook secret) is missing or wrong",
+    403: "webhooks are off: no PRICER_WEBHOOK_SECRET and no API token are configured",
+    404: "no such repo, revision, job, watch or dataset, or nothing evaluated yet",
+    413: "the request body is over the limit",
+    422: "the request is malformed: a field out of range, a non-finite number, invalid Unicode, a hostile repo id",
+    503: "the Hub cannot be reached, or no adapter is loaded yet",
+}
 
 
-@router.post("/evaluate", response_model=EvaluationPublic, dependencies=[Depends(require_token)], status_code=202)
+def errors(*codes: int) -> dict:
+    """OpenAPI entries for the error answers a route can give (every one has the body `ErrorBody`)."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
+
+
+@router.post(
+    "/evaluate",
+    response_model=EvaluationPublic,
+    dependencies=[Depends(require_token)],
+    status_code=202,
+    responses={200: {"model": EvaluationPublic, "description": "evaluated already"}, **errors(401, 404, 413, 422, 503)},
+)
 def evaluate(body: EvaluateRequest, service: ServiceDep, response: Response) -> EvaluationPublic:
     """Queue the evaluation of one revision (or return the one that exists for the same checkpoint)."""
     result, _ = service.submit(body.repo, body.revision, body.dataset)
@@ -44,13 +68,13 @@ def evaluate(body: EvaluateRequest, service: ServiceDep, response: Response) -> 
     return EvaluationPublic.of(result)
 
 
-@router.get("/evaluations/{job_id}", response_model=EvaluationPublic)
-def read_evaluation(job_id: int, service: ServiceDep) -> EvaluationPublic:
+@router.get("/evaluations/{job_id}", response_model=EvaluationPublic, responses=errors(404, 422))
+def read_evaluation(job_id: JobId, service: ServiceDep) -> EvaluationPublic:
     """One evaluation job: its status and, when done, its metrics with 95% intervals."""
     return EvaluationPublic.of(service.job(job_id))
 
 
-@router.get("/evaluations", response_model=EvaluationsPublic)
+@router.get("/evaluations", response_model=EvaluationsPublic, responses=errors(404, 422))
 def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: Metric | None = None) -> EvaluationsPublic:
     """A repo's evaluated checkpoints ranked best first (by the service's metric unless another is asked), and all its jobs."""
     name = service.served_repo(repo)
@@ -63,7 +87,7 @@ def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: 
     return EvaluationsPublic(repo=name, metric=metric, ranking=[RankedPublic.of(name, r) for r in ranking], jobs=jobs)
 
 
-@router.get("/best-checkpoint", response_model=BestCheckpoint)
+@router.get("/best-checkpoint", response_model=BestCheckpoint, responses=errors(404, 422))
 def read_best_checkpoint(
     service: ServiceDep,
     repo: str | None = RepoQuery,
@@ -79,7 +103,13 @@ def read_best_checkpoint(
     return BestCheckpoint.of(name, choice, served=served is not None and served.evaluation.id == choice.chosen.evaluation.id)
 
 
-@router.post("/watches", response_model=WatchPublic, dependencies=[Depends(require_token)], status_code=202)
+@router.post(
+    "/watches",
+    response_model=WatchPublic,
+    dependencies=[Depends(require_token)],
+    status_code=202,
+    responses=errors(401, 404, 413, 422),
+)
 def create_watch(body: WatchRequest, service: ServiceDep) -> WatchPublic:
     """Evaluate every checkpoint of a repo, and each new one as it appears."""
     service.watch(body.repo, interval=body.interval_seconds)
@@ -92,20 +122,25 @@ def read_watches(service: ServiceDep) -> list[WatchPublic]:
     return [_watch(service, watch.repo) for watch in service.watches()]
 
 
-@router.get("/watches/{repo:path}", response_model=WatchPublic)
-def read_watch(repo: str, service: ServiceDep) -> WatchPublic:
+@router.get("/watches/{repo:path}", response_model=WatchPublic, responses=errors(404, 422))
+def read_watch(repo: RepoPath, service: ServiceDep) -> WatchPublic:
     """A watched repo: its polls, its jobs, the chosen checkpoint and the overfitting alarm."""
     return _watch(service, repo)
 
 
-@router.delete("/watches/{repo:path}", dependencies=[Depends(require_token)], status_code=204)
-def delete_watch(repo: str, service: ServiceDep) -> None:
+@router.delete("/watches/{repo:path}", dependencies=[Depends(require_token)], status_code=204, responses=errors(401, 404, 422))
+def delete_watch(repo: RepoPath, service: ServiceDep) -> None:
     """Stop watching a repo (its evaluations stay)."""
     service.unwatch(repo)
 
 
-@router.post("/webhooks/hub", response_model=EvaluationPublic | WebhookIgnored, dependencies=[WebhookSecret])
-def hub_webhook(payload: dict, service: ServiceDep, response: Response) -> EvaluationPublic | WebhookIgnored:
+@router.post(
+    "/webhooks/hub",
+    response_model=EvaluationPublic | WebhookIgnored,
+    dependencies=[WebhookSecret],
+    responses={202: {"model": EvaluationPublic, "description": "queued"}, **errors(401, 403, 404, 413, 422, 503)},
+)
+def hub_webhook(payload: WebhookPayload, service: ServiceDep, response: Response) -> EvaluationPublic | WebhookIgnored:
     """A Hugging Face Hub webhook: a model repo's new head is evaluated at once; replays do no new work."""
     update = content_update(payload)
     if update is None:
@@ -128,14 +163,19 @@ def _watch(service: PricerService, repo: str) -> WatchPublic:
         interval_seconds=watch.interval,
         checkpoints=watch.checkpoints,
         last_polled=watch.last_polled,
-        last_error=watch.last_error,
+        last_error=service.redact(watch.last_error) if watch.last_error else None,
         jobs={s: counts.get(s, 0) for s in JobStatus},
         chosen=CheckpointPublic(**CheckpointPublic.fields(repo, chosen)) if chosen else None,
         overfitting=choice.overfitting.to_dict() if choice and choice.overfitting else None,
     )
 
 
-@router.post("/predict", response_model=PredictionPublic | PredictionsPublic)
+@router.post(
+    "/predict",
+    response_model=PredictionPublic | PredictionsPublic,
+    dependencies=[Depends(require_predict_token)],
+    responses=errors(401, 404, 413, 422, 503),
+)
 def predict(body: PredictRequest, service: ServiceDep) -> PredictionPublic | PredictionsPublic:
     """Price one description (or several) with the served best adapter; the answer names the revision."""
     descriptions = body.descriptions if body.descriptions is not None else [body.description or ""]
@@ -145,13 +185,18 @@ def predict(body: PredictRequest, service: ServiceDep) -> PredictionPublic | Pre
     return answer
 
 
-@router.get("/health", response_model=Health)
-def health(service: ServiceDep) -> Health:
-    """Liveness, the adapter served and the job queue."""
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "something is wrong"}})
+def health(service: ServiceDep, response: Response) -> Health:
+    """Whether jobs can run (the worker alive and moving, the store writable), the adapter served and the job queue.
+    503 with the problems named when not."""
+    problems = service.health()
+    if problems:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     served = service.served()
     running = service.activity()
     return Health(
-        status="ok",
+        status="degraded" if problems else "ok",
+        problems=problems,
         served=None if served is None else CheckpointPublic(**CheckpointPublic.fields(served.repo, served.revision)),
         jobs=service.job_counts(),
         running=running[0].job.id if running else None,

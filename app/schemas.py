@@ -198,7 +198,10 @@ class PredictionsPublic(CheckpointPublic):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="'ok', or 'degraded' (with the status code 503)")
+    problems: list[str] = Field(
+        description="what keeps jobs from running: a dead or stuck worker, a store that cannot be written"
+    )
     served: CheckpointPublic | None
     jobs: dict[str, int]
     running: int | None = Field(description="id of the job running now")

@@ -60,6 +60,10 @@ class ModelLoadError(PricerError, RuntimeError):
     """The base model or its tokenizer could not be loaded."""
 
 
+class StoreUnavailable(PricerError, RuntimeError):
+    """The store cannot be written or reached (a full disk, a database that is down)."""
+
+
 class NotEvaluated(PricerError, LookupError):
     """Nothing is evaluated yet for the asked repo (and dataset)."""
 
@@ -96,4 +100,3 @@ class InvalidTrainingConfig(PricerError, ValueError):
 
 class WatchNotFound(PricerError, LookupError):
     """The repo is not watched."""
-

@@ -7,6 +7,7 @@ service's to decide (`PricerService.choice`), so that every door gives the same 
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pricer.evaluator.checkpoints.adapters import read_adapter
-from pricer.evaluator.checkpoints.sources import Checkpoint, CheckpointSource, open_source
+from pricer.evaluator.checkpoints.sources import HUB_ID, Checkpoint, CheckpointSource, open_source
 from pricer.evaluator.data import HeldOutSet
 from pricer.evaluator.errors import InvalidAdapter
 from pricer.evaluator.records import Estimator, Evaluation, EvaluationKey, Revision
@@ -73,7 +74,13 @@ class Evaluator:
         While one checkpoint is scored, the next one is fetched on a second thread (for a Hub repo,
         downloaded), so the download hides behind the scoring instead of adding to it.
         """
-        resolved = source.revisions() if revisions is None else [source.resolve(r) for r in revisions]
+        if revisions is None:
+            scan = source.scan()
+            for revision, reason in scan.skipped:
+                log.warning("skipped %s: %s", revision.revision, reason)
+            resolved = scan.revisions or source.revisions()  # none usable: the error says why
+        else:
+            resolved = [source.resolve(r) for r in revisions]
         evaluations: list[Evaluation] = []
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricer-prefetch")
         try:
@@ -157,11 +164,30 @@ class Evaluator:
         return self.store.comparable_ids(source_name, dataset_fingerprint=dataset.fingerprint)
 
     def _base(self, adapter_base: str | None) -> str | None:
-        """The base to apply an adapter to; a local folder by its absolute path, so one base has one id."""
+        """The base to apply an adapter to; a local folder by its absolute path, so one base has one id.
+
+        A base the adapter names must be allowed (`PRICER_BASE_MODELS`): loading one is reading files or
+        downloading gigabytes, which a checkpoint's author must not choose for the service."""
         base = self.settings.base_model or adapter_base
-        if base and Path(base).expanduser().is_dir():
-            return str(Path(base).expanduser().resolve())
+        local = Path(base).expanduser() if base else None
+        if local is not None and (local.is_absolute() or local.exists()):
+            base = str(local.resolve())
+        if base and not self.settings.base_model and not self.base_allowed(base):
+            raise InvalidAdapter(
+                f"the adapter names the base model {adapter_base!r}, which this service does not allow "
+                "(PRICER_BASE_MODELS lists the Hub ids and folders it does)"
+            )
         return base
+
+    def base_allowed(self, base: str) -> bool:
+        """Whether `base` (a Hub id, or a resolved local path) is one an adapter may name."""
+        settings = self.settings
+        folders = [settings.home, settings.checkpoint_root]
+        folders += [Path(entry) for entry in settings.base_models if entry.startswith(("/", "~", "."))]
+        if Path(base).is_absolute():
+            return any(Path(base).is_relative_to(Path(f).expanduser().resolve()) for f in folders if f is not None)
+        patterns = [entry for entry in settings.base_models if not entry.startswith(("/", "~", "."))]
+        return HUB_ID.match(base) is not None and any(fnmatch.fnmatchcase(base, pattern) for pattern in patterns)
 
     def base_for(self, source: CheckpointSource, revision: Revision) -> str | None:
         """The base a checkpoint is evaluated on, when known without fetching it (a stored checkpoint or --base)."""

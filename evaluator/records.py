@@ -6,7 +6,8 @@ without importing torch or SQLAlchemy. The store reads and writes them; the serv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -145,6 +146,7 @@ class Progress:
     job: Job
     done: int
     total: int
+    moved: float = field(default_factory=time.monotonic)  # when it last moved (time.monotonic)
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ class PriceModel:
             if name in self.adapters:
                 return name
             if adapter.base_model and adapter.base_model != self.base:
-                log.warning("adapter %s names base %r; applying it to %r", adapter.path, adapter.base_model, self.base)
+                log.warning("adapter %s names base %r; applying it to %r", adapter.where, adapter.base_model, self.base)
             self._check_fits(adapter)  # before PEFT touches the model, so a bad adapter leaves it as it was
             try:
                 if self._peft is None:
@@ -142,7 +142,7 @@ class PriceModel:
                     self._peft.load_adapter(str(adapter.path), adapter_name=name, is_trainable=False)
             except (RuntimeError, ValueError, KeyError, TypeError) as exc:
                 self.release_adapter(name)  # whatever PEFT loaded half-way
-                raise IncompatibleAdapter(f"{adapter.path}: cannot be applied to {self.base!r}: {exc}") from exc
+                raise IncompatibleAdapter(f"{adapter.where}: cannot be applied to the base model: {exc}") from exc
             self._peft.eval()
             return name
 
@@ -171,17 +171,21 @@ class PriceModel:
                 path = key.removeprefix("base_model.model.")
                 module_path, _, kind = path.rpartition(".lora_")
                 module = modules.get(module_path) if kind else None
-                fits = module is not None and (
-                    shape[1] == getattr(module, "in_features", None)
-                    if kind.startswith("A")
-                    else shape[0] == getattr(module, "out_features", None)
+                fits = (
+                    module is not None
+                    and len(shape) == 2
+                    and (
+                        shape[1] == getattr(module, "in_features", None)
+                        if kind.startswith("A")
+                        else shape[0] == getattr(module, "out_features", None)
+                    )
                 )
                 if not kind:  # a fully saved module (modules_to_save): the base must have the same parameter
                     parameter = parameters.get(path)
                     fits = parameter is not None and tuple(parameter.shape) == shape
                 if not fits:
                     raise IncompatibleAdapter(
-                        f"{adapter.path}: tensor {key} {list(shape)} fits no module of base model {self.base!r}"
+                        f"{adapter.where}: tensor {key[:200]} {list(shape)} fits no module of the base model"
                         " (an adapter trained on another base?)"
                     )
 

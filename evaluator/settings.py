@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pricer.evaluator.data import CATALOGUE
@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     db_url: str | None = Field(default=None, description="SQLAlchemy URL of the store; default: SQLite in `home`")
     checkpoint_root: Path | None = Field(default=None, description="the only folder local runs may be read from (service)")
     data: str = Field(
-        default=CATALOGUE, description="held-out data: a file, hf://datasets/<id>[@rev]/<file>, or 'catalogue' (the embedded default)"
+        default=CATALOGUE,
+        description="held-out data: a file, hf://datasets/<id>[@rev]/<file>, or 'catalogue' (the embedded default)",
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     batch_size: int = Field(default=16, ge=1, description="items per forward pass")
@@ -42,7 +43,17 @@ class Settings(BaseSettings):
     repo: str | None = Field(
         default=None, description="the repo whose best adapter /predict serves; default: the latest evaluated"
     )
-    api_token: SecretStr | None = Field(default=None, description="when set, POST /evaluate needs 'Authorization: Bearer <it>'")
+    api_token: SecretStr | None = Field(
+        default=None, description="when set, every route that causes work needs 'Authorization: Bearer <it>'"
+    )
+    predict_needs_token: bool = Field(default=False, description="POST /predict needs the API token too")
+    predict_max_chars: int = Field(default=32_000, ge=1, description="characters of all descriptions in one /predict")
+    base_models: list[str] = Field(
+        default=["*/*"],
+        description="the bases an adapter may name: Hub ids (shell patterns: 'meta-llama/*') and local folders (with "
+        "everything under them); pricer's home, the checkpoint root and PRICER_BASE_MODEL are always allowed",
+    )
+    worker_stall_seconds: float = Field(default=1800, gt=0, description="a job with no progress this long is reported stuck")
     host: str = Field(default="127.0.0.1", description="address `pricer serve` listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port `pricer serve` listens on")
     test_share: float = Field(default=0.5, ge=0, lt=1, description="share of held-out items kept for the test part")
@@ -58,6 +69,11 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "PRICER_HF_TOKEN"))
     hf_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("HF_ENDPOINT", "PRICER_HF_ENDPOINT"))
 
+    @field_validator("api_token", "webhook_secret", "hf_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # `PRICER_API_TOKEN=` must not be a token that an empty header matches
+
     @property
     def store_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home / 'pricer.db'}"
@@ -70,3 +86,13 @@ class Settings(BaseSettings):
     @property
     def token(self) -> str | None:
         return self.hf_token.get_secret_value() if self.hf_token else None
+
+    def redact(self, text: str) -> str:
+        """What a caller may see of a message: the checkpoint root, pricer's home and the Hub's address by name."""
+        folders = [(self.checkpoint_root, "local"), (self.home, "<pricer home>")]
+        spellings = [(str(p), name) for where, name in folders if where for p in {where, where.expanduser().resolve()}]
+        if self.hf_endpoint:
+            spellings.append((self.hf_endpoint.rstrip("/"), "<hub>"))
+        for spelled, name in sorted(spellings, key=lambda pair: -len(pair[0])):  # the longest first: a root inside home
+            text = text.replace(spelled.rstrip("/"), name)
+        return text

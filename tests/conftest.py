@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,9 +32,11 @@ REAL_DATA = _real_data()
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the user's pricer folder, Hub cache or token."""
+def _isolated(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's pricer folder, Hub cache or token; adapters may name bases on the
+    Hub and under the session's temporary folder (where the tiny base is built)."""
     monkeypatch.setenv("PRICER_HOME", str(tmp_path / "pricer-home"))
+    monkeypatch.setenv("PRICER_BASE_MODELS", json.dumps(["*/*", str(tmp_path_factory.getbasetemp())]))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     for name in ("PRICER_DB_URL", "HF_TOKEN", "HF_ENDPOINT", "PRICER_BASE_MODEL"):
         monkeypatch.delenv(name, raising=False)

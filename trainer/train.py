@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from pricer.evaluator.checkpoints.sources import LocalRun
 from pricer.evaluator.data import HeldOutSet
-from pricer.evaluator.errors import ModelLoadError, RunFolderInUse
+from pricer.evaluator.errors import ModelLoadError, RevisionNotFound, RunFolderInUse
 from pricer.trainer.config import TrainConfig
 from pricer.trainer.dataset import CompletionOnly, pad_batch
 
@@ -38,7 +38,6 @@ def check_output(output: Path, *, base: str, data: HeldOutSet, resume: bool) -> 
     """The checkpoint to resume from (None: start afresh), or an error when the folder holds another run."""
     marker = output / RUN_FILE
     expected = {"base": base, "data_fingerprint": data.fingerprint}
-    checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.rpartition("-")[2] or 0))
     if output.exists() and not output.is_dir():
         raise RunFolderInUse(f"{output} is a file, not a run folder")
     if not output.exists() or not any(output.iterdir()):
@@ -50,9 +49,28 @@ def check_output(output: Path, *, base: str, data: HeldOutSet, resume: bool) -> 
         raise RunFolderInUse(
             f"{output} holds another run (base {found.get('base')!r}, other training data); choose another --output"
         )
+    checkpoints = _complete_checkpoints(output)
     if checkpoints and not resume:
         raise RunFolderInUse(f"{output} already holds checkpoints of this run; pass --resume to continue it")
     return str(checkpoints[-1]) if checkpoints and resume else None
+
+
+def _complete_checkpoints(output: Path) -> list[Path]:
+    """The run's checkpoints that a resume can start from, oldest first: a save cut off by a crash (no adapter,
+    no trainer state) is skipped with a warning."""
+    try:
+        scan = LocalRun(output).scan()
+    except RevisionNotFound:  # no checkpoint yet
+        return []
+    for revision, reason in scan.skipped:
+        log.warning("skipping %s: %s", revision.revision, reason)
+    complete = []
+    for revision in scan.revisions:
+        if (output / revision.revision / "trainer_state.json").is_file():
+            complete.append(output / revision.revision)
+        else:
+            log.warning("skipping %s: no trainer_state.json (the save was cut off)", revision.revision)
+    return complete
 
 
 class _LossBar(TrainerCallback):

@@ -3,22 +3,28 @@
 - `HubRepo`: a Hugging Face Hub repo (or any Hub-compatible `HF_ENDPOINT`); a revision is a
   commit, a branch, a tag or a short sha, resolved to its full commit sha.
 - `LocalRun`: a Trainer `output_dir`; a revision is a `checkpoint-N/` folder, its immutable
-  id a content hash of the adapter files.
+  id a content hash of the adapter files. Nothing outside the configured root (for the CLI:
+  the run folder) is read, whatever links a folder holds.
 
-Both give `Revision`s (identity and provenance) and `fetch` a checked adapter folder.
+Both give `Revision`s (identity and provenance) and `fetch` a checked adapter folder. A scan
+of a run skips a broken checkpoint (a save cut off by a crash) and says why, so one broken
+folder never hides the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from pricer.evaluator.checkpoints.adapters import (
     CONFIG_FILE,
+    INT64,
     STATE_FILE,
     WEIGHTS_FILE,
     AdapterFiles,
@@ -32,9 +38,11 @@ from pricer.evaluator.records import Revision
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STEP = re.compile(r"\bstep (\d+)", re.IGNORECASE)
 _EPOCH = re.compile(r"\bepoch (\d+(?:\.\d+)?)", re.IGNORECASE)
+NAME_MAX = 255  # the longest file name the file systems pricer runs on accept
+SETTLING_SECONDS = 10.0  # a broken folder changed this recently is still being written: not reported yet
 
 
 @dataclass(frozen=True)
@@ -45,11 +53,25 @@ class Checkpoint:
     adapter: AdapterFiles
 
 
+@dataclass(frozen=True)
+class Scan:
+    """A run's usable checkpoints, oldest first, and the ones skipped with the reason (a broken folder)."""
+
+    revisions: list[Revision]
+    skipped: list[tuple[Revision, str]] = field(default_factory=list)
+    settling: list[tuple[Revision, str]] = field(default_factory=list)  # broken but changed just now: maybe mid-save
+
+
 class CheckpointSource(Protocol):
-    name: str
+    name: str  # the store's key for the run
+    label: str  # the run as its user named it, for messages: never a server path
+
+    def scan(self) -> Scan:
+        """Every checkpoint of the run, oldest first, and those skipped as broken."""
+        ...
 
     def revisions(self) -> list[Revision]:
-        """Every checkpoint of the run, oldest first."""
+        """Every usable checkpoint of the run, oldest first."""
         ...
 
     def resolve(self, revision: str) -> Revision:
@@ -77,40 +99,72 @@ def parse_training_message(message: str | None) -> tuple[int | None, float | Non
     return (int(step.group(1)) if step else None, float(epoch.group(1)) if epoch else None)
 
 
-def _with_trainer_state(revision: Revision, folder: Path) -> Revision:
+def _with_trainer_state(revision: Revision, folder: Path, root: Path) -> Revision:
     # trainer_state.json is exact; commit messages and folder names are the fallback
-    step, epoch = read_trainer_state(folder)
+    step, epoch = read_trainer_state(folder, root=root)
     return replace(
         revision, step=step if step is not None else revision.step, epoch=epoch if epoch is not None else revision.epoch
     )
 
 
 class LocalRun:
-    """A training run's output folder holding `checkpoint-N/` adapter folders."""
+    """A training run's output folder holding `checkpoint-N/` adapter folders.
 
-    def __init__(self, path: str | Path, *, root: Path | None = None) -> None:
+    Args:
+        path: the run folder.
+        root: the only folder files may be read from (the service's checkpoint root); default: the run folder.
+        label: the run as the user named it (`local/<name>`), for messages.
+    """
+
+    def __init__(self, path: str | Path, *, root: Path | None = None, label: str | None = None) -> None:
+        self.label = label or str(path)
         folder = Path(path).expanduser().resolve()
         if root is not None and not folder.is_relative_to(root.expanduser().resolve()):
-            raise InvalidRepoId(f"{path}: outside the checkpoint root")
+            raise InvalidRepoId(f"{self.label}: outside the checkpoint root")
         if not folder.is_dir():
-            raise RepoNotFound(f"{path}: no such run folder")
+            raise RepoNotFound(f"{self.label}: no such run folder")
         self.path = folder
+        self.root = root.expanduser().resolve() if root is not None else folder
         self.name = str(folder)
 
-    def revisions(self) -> list[Revision]:
-        numbered = [(int(m.group(1)), p.name) for p in self.path.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
+    def scan(self) -> Scan:
+        try:
+            numbered = sorted(
+                (int(m.group(1)), p.name) for p in self.path.iterdir() if (m := _CHECKPOINT.match(p.name)) and _is_dir(p)
+            )
+        except OSError as exc:
+            raise RepoNotFound(f"{self.label}: cannot list the run folder ({exc.strerror})") from exc
         if not numbered:
-            raise RevisionNotFound(f"{self.name}: no checkpoint-N folders")
-        return [self.resolve(name) for _, name in sorted(numbered)]
+            raise RevisionNotFound(f"{self.label}: no checkpoint-N folders")
+        found = Scan([])
+        for _, name in numbered:
+            try:
+                found.revisions.append(self.resolve(name))
+            except (InvalidAdapter, RevisionNotFound) as exc:
+                (found.settling if self._settling(name) else found.skipped).append((self._broken(name), str(exc)))
+        return found
+
+    def revisions(self) -> list[Revision]:
+        scan = self.scan()
+        if not scan.revisions:
+            reasons = "; ".join(reason for _, reason in [*scan.skipped, *scan.settling])
+            raise RevisionNotFound(f"{self.label}: no usable checkpoint ({reasons})")
+        return scan.revisions
 
     def resolve(self, revision: str) -> Revision:
         folder = self.path / revision
-        if not _SAFE_NAME.match(revision) or not folder.is_dir():
-            raise RevisionNotFound(f"{self.name}: no checkpoint folder {revision!r}")
+        if len(revision) > NAME_MAX or not _SAFE_NAME.match(revision) or not _is_dir(folder):
+            raise RevisionNotFound(f"{self.label}: no checkpoint folder {revision[:80]!r}")
+        where = f"{self.label}/{revision}"
+        if not folder.resolve().is_relative_to(self.root):
+            raise InvalidAdapter(f"{where}: the folder is a link to a place outside the checkpoint root")
         match = _CHECKPOINT.match(revision)
-        adapter = read_adapter(folder, where=f"{self.name}/{revision}")
-        found = Revision(self.name, revision, content_hash(adapter.path), step=int(match.group(1)) if match else None)
-        return _with_trainer_state(found, folder)
+        step = int(match.group(1)) if match else None
+        if step is not None and step > INT64:
+            raise InvalidAdapter(f"{where}: the step number is out of range")
+        adapter = read_adapter(folder, where=where, root=self.root)
+        found = Revision(self.name, revision, content_hash(adapter.path), step=step)
+        return _with_trainer_state(found, folder, self.root)
 
     def latest(self) -> Revision:
         return self.revisions()[-1]
@@ -120,10 +174,38 @@ class LocalRun:
 
     def fetch(self, revision: Revision) -> Checkpoint:
         folder = self.path / revision.revision
-        adapter = read_adapter(folder, where=f"{self.name}/{revision.revision}")
+        if not folder.resolve().is_relative_to(self.root):
+            raise InvalidAdapter(f"{self.label}/{revision.revision}: the folder is a link outside the checkpoint root")
+        adapter = read_adapter(folder, where=f"{self.label}/{revision.revision}", root=self.root)
         if content_hash(folder) != revision.commit:
-            raise RevisionNotFound(f"{self.name}/{revision.revision}: changed on disk since it was resolved")
+            raise RevisionNotFound(f"{self.label}/{revision.revision}: changed on disk since it was resolved")
         return Checkpoint(revision, adapter)
+
+    def _settling(self, name: str) -> bool:
+        try:
+            return time.time() - (self.path / name).stat().st_mtime < SETTLING_SECONDS
+        except OSError:
+            return False
+
+    def _broken(self, name: str) -> Revision:
+        """A broken folder as a revision: its id a hash of what it holds, so it is reported once while unchanged."""
+        digest = hashlib.sha256(b"broken checkpoint\0")
+        try:
+            for entry in sorted((self.path / name).iterdir()):
+                found = entry.lstat()
+                digest.update(f"{entry.name}\0{found.st_size}\0{found.st_mtime_ns}\0".encode(errors="replace"))
+        except OSError:
+            pass
+        match = _CHECKPOINT.match(name)
+        step = int(match.group(1)) if match and int(match.group(1)) <= INT64 else None
+        return Revision(self.name, name, digest.hexdigest(), step=step)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long, a loop of links
+        return False
 
 
 class HubRepo:
@@ -134,11 +216,14 @@ class HubRepo:
     ) -> None:
         from huggingface_hub import HfApi
 
-        if not _HUB_ID.match(repo_id) or ".." in repo_id or len(repo_id) > 96:
+        if not HUB_ID.match(repo_id) or ".." in repo_id or len(repo_id) > 96:
             raise InvalidRepoId(f"{repo_id!r} is not a Hub repo id of the form 'namespace/name'")
-        self.name = repo_id
+        self.name = self.label = repo_id
         self._token, self._endpoint, self._cache_dir = token, endpoint, cache_dir
         self._api = HfApi(endpoint=endpoint, token=token or False)
+
+    def scan(self) -> Scan:
+        return Scan(self.revisions())  # a broken adapter on the Hub fails its own job when fetched
 
     def revisions(self) -> list[Revision]:
         with self._hub_errors():
@@ -182,7 +267,8 @@ class HubRepo:
                 endpoint=self._endpoint,
             )
         path = Path(folder)
-        return Checkpoint(_with_trainer_state(revision, path), read_adapter(path, where=where))
+        cached = path.parents[1]  # <cache>/models--org--name: snapshots/<sha>/ links to its blobs/
+        return Checkpoint(_with_trainer_state(revision, path, cached), read_adapter(path, where=where, root=cached))
 
     def _revision(self, name: str, sha: str, message: str | None) -> Revision:
         step, epoch = parse_training_message(message)
@@ -235,7 +321,7 @@ def open_source(
             raise InvalidRepoId(f"{spec!r}: local runs are not served (no checkpoint root is configured)")
         if not _SAFE_NAME.match(name):
             raise InvalidRepoId(f"{spec!r}: a local run is named local/<folder name>")
-        return LocalRun(root / name, root=root)
-    if paths and (spec.startswith((".", "/", "~")) or Path(spec).expanduser().is_dir()):
+        return LocalRun(root / name, root=root, label=spec)
+    if paths and (spec.startswith((".", "/", "~")) or _is_dir(Path(spec).expanduser())):
         return LocalRun(spec)
     return HubRepo(spec, token=token, endpoint=endpoint, cache_dir=cache_dir)

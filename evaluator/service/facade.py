@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pricer.evaluator.checkpoints.sources import CheckpointSource
 from pricer.evaluator.data import HeldOutSet, load_heldout, prompts_for
-from pricer.evaluator.errors import DatasetNotFound, ModelNotReady, NotEvaluated
+from pricer.evaluator.errors import DatasetNotFound, InvalidPredictionInput, ModelNotReady, NotEvaluated, RevisionNotFound
 from pricer.evaluator.evaluate import Evaluator, adapter_name
 from pricer.evaluator.records import Evaluation, Job, JobResult, JobStatus, Progress, Revision, Watch
 from pricer.evaluator.service.serving import Served, Serving
@@ -64,9 +64,16 @@ class PricerService:
         self._serving = Serving(
             self._evaluator, max_batch=self.settings.predict_max_batch, max_wait=self.settings.predict_max_wait_ms / 1000
         )
-        runner = JobRunner(self._jobs, self._evaluator, open_job=self._open_job, done=self._job_done, telemetry=self.telemetry)
+        runner = JobRunner(
+            self._jobs,
+            self._evaluator,
+            open_job=self._open_job,
+            done=self._job_done,
+            telemetry=self.telemetry,
+            redact=self.settings.redact,
+        )
         self._executor: Executor = ThreadWorker(runner, on_start=self._restore_served)
-        self._watching = Watching(self._watches, revisions=lambda repo: self.source(repo).revisions(), enqueue=self._enqueue)
+        self._watching = Watching(self._watches, revisions=self._scan, enqueue=self._enqueue)
 
     # ---- lifecycle
 
@@ -81,6 +88,20 @@ class PricerService:
         """Stop after the running job (a job cut off by the process ending is requeued on the next start)."""
         self._watching.stop(timeout)
         self._executor.stop(timeout)
+
+    def health(self) -> list[str]:
+        """What is wrong now (empty: healthy): a dead or stuck worker, a store that cannot be written.
+        A worker or poller thread that ended is started again."""
+        problems = self._executor.problems(self.settings.worker_stall_seconds)
+        if self._watching.revive():
+            problems.append("the watch poller had stopped; it was started again")
+        if (error := self._evaluator.store.write_error) is not None:
+            problems.append(f"the store cannot be written: {error}")
+        return [self.redact(problem) for problem in problems]
+
+    def redact(self, text: str) -> str:
+        """A message as callers may see it: run names, not server paths (see `Settings.redact`)."""
+        return self.settings.redact(text)
 
     # ---- names: repos, sources, held-out sets
 
@@ -144,11 +165,25 @@ class PricerService:
         counts = self._jobs.counts()
         return not counts[JobStatus.QUEUED] and not counts[JobStatus.RUNNING]
 
+    def _scan(self, repo: str) -> list[Revision]:
+        """The repo's usable checkpoints; each broken one is recorded as a failed job with the reason, once."""
+        source = self.source(repo)
+        scan = source.scan()
+        for revision, reason in scan.skipped:
+            job = self._jobs.skip(repo, revision, self.redact(reason), **self._job_data(self.dataset()))
+            log.warning("skipped %s@%s (job %d): %s", repo, revision.revision, job.id, job.error)
+        if not scan.revisions and scan.skipped:
+            raise RevisionNotFound(f"{source.label}: no usable checkpoint ({len(scan.skipped)} broken, see the failed jobs)")
+        return scan.revisions
+
+    def _job_data(self, data: HeldOutSet) -> dict:
+        return {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "config_key": self._evaluator.config.key()}
+
     def _enqueue(
         self, repo: str, revision: Revision, *, source: CheckpointSource | None = None, data: HeldOutSet | None = None
     ) -> tuple[JobResult, bool]:
         source, data = source or self.source(repo), data or self.dataset()
-        job_data = {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "config_key": self._evaluator.config.key()}
+        job_data = self._job_data(data)
         if stored := self._evaluator.stored(source, revision, data):  # the one admission check
             job, _ = self._jobs.add(repo, stored.revision, **job_data, evaluation_id=stored.id)
             return JobResult(job, stored), False
@@ -253,6 +288,10 @@ class PricerService:
         """
         started = time.perf_counter()
         prompts = prompts_for(descriptions, max_chars=self.settings.max_description_chars)
+        if sum(len(d) for d in descriptions) > self.settings.predict_max_chars:
+            raise InvalidPredictionInput(f"the descriptions hold over {self.settings.predict_max_chars} characters in all")
+        if repo:
+            self.source(repo)  # a malformed repo is a 422, not "nothing served"
         try:
             name = self.served_repo(repo)
         except NotEvaluated as exc:

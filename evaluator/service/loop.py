@@ -22,6 +22,18 @@ class Loop:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def revive(self) -> bool:
+        """Start the thread again if it ended without being stopped. Returns whether it had ended."""
+        if self.alive or self.stopping or self._thread is None:
+            return False
+        log.error("%s had stopped; starting it again", self.name)
+        self.start()
+        return True
+
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
@@ -39,7 +51,10 @@ class Loop:
         self._wake.set()
 
     def _run(self) -> None:
-        self.first()
+        try:
+            self.first()
+        except Exception:
+            log.exception("%s: its first step failed; going on", self.name)
         while not self._stopping.is_set():
             try:
                 busy = self.step()

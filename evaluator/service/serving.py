@@ -98,5 +98,3 @@ class Serving:
                 if served.model is model:  # else a new choice on another base was swapped in meanwhile: take that
                     prices = model.price(prompts, adapter=served.adapter, batch_size=len(prompts))
                     return list(zip(prices.argmax.tolist(), prices.mean.tolist(), strict=True)), served
-
-

@@ -39,6 +39,10 @@ class Watching:
     def stop(self, timeout: float = 30.0) -> None:
         self._loop.stop(timeout)
 
+    def revive(self) -> bool:
+        """Start the poller again if its thread ended without being stopped."""
+        return self._loop.revive()
+
     def wake(self) -> None:
         self._loop.wake()
 

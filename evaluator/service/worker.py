@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pricer.evaluator.checkpoints.sources import Checkpoint, CheckpointSource
 from pricer.evaluator.data import HeldOutSet
-from pricer.evaluator.errors import DatasetNotFound, PricerError
+from pricer.evaluator.errors import DatasetNotFound, PricerError, StoreUnavailable
 from pricer.evaluator.evaluate import Evaluator
 from pricer.evaluator.records import Evaluation, Job, Progress
 from pricer.evaluator.service.loop import Loop
@@ -41,6 +41,11 @@ class Executor(Protocol):
         """The jobs running now and how far each is."""
         ...
 
+    def problems(self, stall: float) -> list[str]:
+        """What keeps jobs from running (a dead thread, a job with no progress for `stall` seconds, an outcome the
+        store could not take); a dead thread is started again."""
+        ...
+
 
 class JobRunner:
     """Claim, run and finish jobs; the next queued checkpoint is fetched while one is scored.
@@ -50,6 +55,10 @@ class JobRunner:
         evaluator: prices and stores.
         open_job: the source and held-out set a job names.
         done: called with each finished job and its evaluation (the service re-chooses what it serves).
+        redact: what a caller may see of an error message (no server paths).
+
+    Nothing a job raises ends the runner. An outcome the store cannot take (a full disk) is kept and
+    written before any other job is claimed, so a job never stays "running" behind a live worker.
     """
 
     def __init__(
@@ -60,14 +69,19 @@ class JobRunner:
         open_job: Callable[[Job], tuple[CheckpointSource, HeldOutSet]],
         done: Callable[[Job, Evaluation], None],
         telemetry: Telemetry,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.jobs, self.evaluator, self.open_job, self.done, self.telemetry = jobs, evaluator, open_job, done, telemetry
+        self.redact = redact
         self.progress: Progress | None = None
+        self.unrecorded: dict[int, str] = {}  # job id -> why it failed, not yet in the store
         self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricer-prefetch")
         self._fetched: tuple[tuple[str, str], Future[Checkpoint]] | None = None  # ((repo, commit), its fetch)
 
     def run_next(self) -> bool:
         """Run the oldest queued job, if there is one. Returns whether there was."""
+        if not self._record_failures():
+            return False  # the store still refuses writes: claim nothing until it takes them
         job = self.jobs.claim()
         if job is None:
             return False
@@ -84,7 +98,12 @@ class JobRunner:
             fetched = self._take_prefetched(job)
             self._prefetch_next(job)
             evaluation = self.evaluator.evaluate_revision(
-                source, job.revision, data, on_batch=lambda done, total: self._priced(job, done, total), fetched=fetched, keep=True
+                source,
+                job.revision,
+                data,
+                on_batch=lambda done, total: self._priced(job, done, total),
+                fetched=fetched,
+                keep=True,
             )
             finished = self.jobs.finish(job.id, evaluation.id, evaluation.revision)
             if self.progress.total:  # items were priced, not taken from the store
@@ -94,7 +113,7 @@ class JobRunner:
         except PricerError as exc:
             log.warning("job %d failed: %s", job.id, exc)
             self._fail(job, str(exc))
-        except Exception as exc:  # a bug or a broken device must not kill the worker
+        except Exception as exc:  # a bug, a broken device, a full disk: never the end of the worker
             log.exception("job %d failed unexpectedly", job.id)
             self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
         finally:
@@ -103,11 +122,28 @@ class JobRunner:
     def close(self) -> None:
         self._prefetch.shutdown(wait=True, cancel_futures=True)
 
+    def problems(self, stall: float) -> list[str]:
+        found = [f"job {job_id} failed but the store cannot record it yet" for job_id in self.unrecorded]
+        if (progress := self.progress) is not None and time.monotonic() - progress.moved > stall:
+            found.append(f"job {progress.job.id} has made no progress for over {stall:.0f} s")
+        return found
+
     def _fail(self, job: Job, reason: str) -> None:
-        try:
-            self.jobs.fail(job.id, reason)
-        except Exception:  # the store itself is failing: the job is requeued on the next start
-            log.exception("cannot record that job %d failed", job.id)
+        self.unrecorded[job.id] = self.redact(reason)
+        self._record_failures()
+
+    def _record_failures(self) -> bool:
+        """Write the failures the store could not take before. Returns whether none is left."""
+        for job_id, reason in list(self.unrecorded.items()):
+            try:
+                self.jobs.fail(job_id, reason)
+            except StoreUnavailable as exc:
+                log.warning("cannot record that job %d failed (%s); trying again", job_id, exc)
+                return False
+            except Exception:  # a job deleted meanwhile, a bug: nothing to retry
+                log.exception("cannot record that job %d failed", job_id)
+            del self.unrecorded[job_id]
+        return True
 
     def _priced(self, job: Job, done: int, total: int) -> None:
         self.telemetry.items_scored.inc(done - (self.progress.done if self.progress else 0))
@@ -127,7 +163,10 @@ class JobRunner:
         try:
             source, data = self.open_job(following)
             if self.evaluator.stored(source, following.revision, data) is None:
-                self._fetched = ((following.repo, following.revision.commit), self._prefetch.submit(source.fetch, following.revision))
+                self._fetched = (
+                    (following.repo, following.revision.commit),
+                    self._prefetch.submit(source.fetch, following.revision),
+                )
         except PricerError:
             pass  # its own run reports why
 
@@ -153,3 +192,7 @@ class ThreadWorker:
     def activity(self) -> list[Progress]:
         progress = self.runner.progress
         return [progress] if progress is not None else []
+
+    def problems(self, stall: float) -> list[str]:
+        revived = ["the worker thread had stopped; it was started again"] if self._loop.revive() else []
+        return revived + self.runner.problems(stall)

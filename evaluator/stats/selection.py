@@ -216,7 +216,9 @@ def choose(
     runner_up = int(others[0]) if others else None
     test_items = np.flatnonzero(test)
     test_metrics = (
-        score(by_step[chosen].truth[test_items], by_step[chosen].prices.guesses(estimator)[test_items]) if test_items.size else None
+        score(by_step[chosen].truth[test_items], by_step[chosen].prices.guesses(estimator)[test_items])
+        if test_items.size
+        else None
     )
     return Choice(
         policy=policy,

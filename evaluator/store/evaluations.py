@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import (
     Boolean,
+    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -25,19 +26,34 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.types import TypeDecorator
 
+from pricer.evaluator.errors import StoreUnavailable
 from pricer.evaluator.records import Evaluation, EvaluationKey, ItemPrices, Revision
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A moment in UTC: stored without a zone (SQLite keeps none), always read back with it."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        return value.astimezone(UTC).replace(tzinfo=None) if value is not None and value.tzinfo else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
 
 
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map = {datetime: UTCDateTime}  # noqa: RUF012  (SQLAlchemy's own class attribute)
 
 
 class CheckpointRow(Base):
@@ -123,10 +139,23 @@ class Store:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"check_same_thread": False, "timeout": 30} if parsed.drivername.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=connect_args)
+        self.write_error: str | None = None  # the last write that failed, until one succeeds
+        event.listen(self.engine, "handle_error", self._unavailable)
+        event.listen(self.engine, "after_cursor_execute", self._executed)
         if sqlite_file:  # readers (requests) never wait for the writer (the worker), and a crash cannot corrupt
             event.listen(self.engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
         Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
+
+    def _unavailable(self, context: ExceptionContext) -> None:
+        """A database that cannot be written or reached (disk full, locked, down) is `StoreUnavailable`."""
+        if isinstance(context.sqlalchemy_exception, OperationalError):
+            self.write_error = f"{type(context.original_exception).__name__}: {context.original_exception}"
+            raise StoreUnavailable(f"the store cannot be used: {context.original_exception}") from context.original_exception
+
+    def _executed(self, connection, cursor, statement: str, *args) -> None:
+        if self.write_error is not None and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            self.write_error = None  # a write went through: the store takes writes again
 
     def adapter_base(self, source: str, commit: str) -> str | None:
         """The base model a stored checkpoint's adapter names, if the checkpoint is known."""
@@ -169,7 +198,9 @@ class Store:
             with Session(self.engine) as session, session.begin():
                 ckpt = session.scalar(select(CheckpointRow).filter_by(source=key.source, commit=key.commit))
                 if ckpt is None:
-                    ckpt = CheckpointRow(source=key.source, revision=revision.revision, commit=key.commit, message=revision.message)
+                    ckpt = CheckpointRow(
+                        source=key.source, revision=revision.revision, commit=key.commit, message=revision.message
+                    )
                     session.add(ckpt)
                 ckpt.step, ckpt.epoch, ckpt.adapter_base = revision.step, revision.epoch, adapter_base
                 row = EvaluationRow(

@@ -114,6 +114,32 @@ class JobQueue:
             session.flush()
             return _job(row), True
 
+    def skip(self, repo: str, revision: Revision, reason: str, *, dataset: str, dataset_fingerprint: str, config_key: str) -> Job:
+        """Record a checkpoint that cannot be evaluated (a broken folder) as a failed job, once while it is unchanged."""
+        with Session(self.engine) as session, session.begin():
+            same = select(JobRow).where(
+                JobRow.repo == repo, JobRow.commit == revision.commit, JobRow.status == FAILED, JobRow.error == reason
+            )
+            if existing := session.scalars(same.order_by(JobRow.id)).first():
+                return _job(existing)
+            row = JobRow(
+                repo=repo,
+                source=revision.source,
+                revision=revision.revision,
+                commit=revision.commit,
+                step=revision.step,
+                dataset=dataset,
+                dataset_fingerprint=dataset_fingerprint,
+                config_key=config_key,
+                status=FAILED,
+                error=reason,
+                attempts=0,
+                finished_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return _job(row)
+
     def claim(self) -> Job | None:
         """Mark the oldest queued job running and return it (None when nothing waits).
 

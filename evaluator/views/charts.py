@@ -20,6 +20,7 @@ from pricer.evaluator.stats.metrics import METRICS, colors
 from pricer.evaluator.stats.selection import Choice
 
 LABELS = {name: spec.label for name, spec in METRICS.items()}
+MAX_EPOCH_LINES = 30
 
 
 def error_curve(choice: Choice, *, title: str = "") -> Figure:
@@ -61,8 +62,9 @@ def _epoch_starts(by_step: list) -> list[float]:
     known = [(s, e) for s, e in known if s and e]
     if not known:
         return []
-    steps_per_epoch = known[-1][0] / known[-1][1]
-    return [k * steps_per_epoch for k in range(1, int(known[-1][1]) + 1)]
+    steps_per_epoch, epochs = known[-1][0] / known[-1][1], int(known[-1][1])
+    stride = max(1, -(-epochs // MAX_EPOCH_LINES))  # thousands of epochs would be thousands of lines: thin them
+    return [k * steps_per_epoch for k in range(stride, epochs + 1, stride)]
 
 
 def truth_vs_prediction(

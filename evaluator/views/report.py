@@ -163,7 +163,9 @@ def write_report(views: Views, repo: str, output: Path, *, metric: str | None = 
         raise NotEvaluated(f"{repo}: nothing is evaluated yet, so there is nothing to report")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(
-        _templates.get_template("report.html").render(written=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", **_context(view, report=True)),
+        _templates.get_template("report.html").render(
+            written=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", **_context(view, report=True)
+        ),
         encoding="utf-8",
     )
     written = [output]

@@ -56,6 +56,9 @@ class RecordingSource:
         self.inner, self.events, self.fail = inner, events, fail
         self.name = inner.name
 
+    def scan(self):
+        return self.inner.scan()
+
     def revisions(self):
         return self.inner.revisions()
 

@@ -168,6 +168,24 @@ def test_training_data_from_a_hub_dataset(hub_server, monkeypatch, tmp_path, app
             load_heldout(bad)
 
 
+class _WaitForEvaluations(TrainerCallback):
+    """Training waits at each save until the service has evaluated it, so when the alarm rises depends on the
+    checkpoints, not on how fast this machine trains next to how fast it evaluates."""
+
+    def __init__(self, server, sender: PricerCallback) -> None:
+        self.server, self.sender, self.saves = server, sender, 0
+
+    def on_save(self, args, state, control, **kwargs):
+        self.saves += 1
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            jobs = self.server.client.get("/health").json()["jobs"]
+            if len(self.sender.accepted) >= self.saves and jobs["queued"] == jobs["running"] == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"checkpoint {state.global_step} was not evaluated")
+
+
 def test_the_alarm_rises_when_validation_error_rises_and_the_callback_stops_training(make_server, tiny_base, tmp_path):
     frame = catalogue_split()[0].iloc[:64]
     median = float(frame.price.median())
@@ -182,7 +200,9 @@ def test_the_alarm_rises_when_validation_error_rises_and_the_callback_stops_trai
     with make_server(**env).start() as server:
         callback = PricerCallback(f"http://127.0.0.1:{server.port}", api_token=API_TOKEN, stop_on_overfit=True)
         config = preset("tiny", max_steps=240, save_steps=8)
-        result = train(tiny_base, heldout_from_frame(frame, name="train"), runs / "overfit", config, callbacks=[callback])
+        waiter = _WaitForEvaluations(server, callback)
+        frame_items = heldout_from_frame(frame, name="train")
+        result = train(tiny_base, frame_items, runs / "overfit", config, callbacks=[callback, waiter])
         assert callback.overfitting is not None and result.steps < 240  # stopped early
         # the alarm as /best-checkpoint gave it when the callback stopped training (checkpoints evaluated since,
         # queued before the stop, may end the strict rise, so the answer read now can differ)

@@ -59,15 +59,15 @@ def test_adapter_file_checks(tmp_path):
     (pickled / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     (pickled / "adapter_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(PickledWeightsRefused, match="safetensors only"):
-        LocalRun(tmp_path / "pickled").revisions()
+        LocalRun(tmp_path / "pickled").resolve("checkpoint-1")
     corrupt = _adapter(tmp_path / "corrupt" / "checkpoint-1")
     (corrupt / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}xxxxxx")
     with pytest.raises(InvalidAdapter, match="corrupt"):
-        LocalRun(tmp_path / "corrupt").revisions()
+        LocalRun(tmp_path / "corrupt").resolve("checkpoint-1")
     noconfig = _adapter(tmp_path / "noconfig" / "checkpoint-1")
     (noconfig / "adapter_config.json").write_text("{")
     with pytest.raises(InvalidAdapter, match="not valid JSON"):
-        LocalRun(tmp_path / "noconfig").revisions()
+        LocalRun(tmp_path / "noconfig").resolve("checkpoint-1")
 
 
 def test_missing_run_and_empty_run(tmp_path):

@@ -90,7 +90,7 @@ def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, 
     cases = [
         (["evaluate", str(tmp_path / "no-run")], "no such run folder"),
         (["evaluate", str(tiny_run), "--revision", "checkpoint-99"], "no checkpoint folder 'checkpoint-99'"),
-        (["evaluate", str(tiny_run), "--base", str(other_base)], "fits no module of base model"),
+        (["evaluate", str(tiny_run), "--base", str(other_base)], "fits no module of the base model"),
         (["evaluate", str(tmp_path / "pickled-run")], "safetensors only"),
         (["evaluate", str(tiny_run), "--data", str(broken)], "not a number in row(s) 1"),
         (["evaluate", "not/a/repo"], "not a Hub repo id"),
