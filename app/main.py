@@ -46,4 +46,5 @@ def _warn_open_doors(settings: Settings) -> None:
     if settings.api_token is None:
         log.warning("PRICER_API_TOKEN is not set: anyone who reaches this port can queue evaluations and watches")
     if settings.webhook_secret is None:
-        log.warning("PRICER_WEBHOOK_SECRET is not set: POST /webhooks/hub accepts only callers with the API token")
+        with_token = "accepts only callers with the API token" if settings.api_token else "is refused"
+        log.warning("PRICER_WEBHOOK_SECRET is not set: POST /webhooks/hub %s", with_token)

@@ -44,13 +44,14 @@ _WHY = {
     404: "no such repo, revision, job, watch or dataset, or nothing evaluated yet",
     413: "the request body is over the limit",
     422: "the request is malformed: a field out of range, a non-finite number, invalid Unicode, a hostile repo id",
-    503: "the Hub cannot be reached, or no adapter is loaded yet",
+    503: "the store cannot be used (a full disk), the Hub cannot be reached, or no adapter is loaded yet",
 }
 
 
-def errors(*codes: int) -> dict:
-    """OpenAPI entries for the error answers a route can give (every one has the body `ErrorBody`)."""
-    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
+def error_answers(*codes: int) -> dict:
+    """OpenAPI entries for the error answers a route can give (every one has the body `ErrorBody`); any route
+    that reads the store can answer 503 when the store cannot be used."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in sorted({*codes, 503})}
 
 
 @router.post(
@@ -58,7 +59,7 @@ def errors(*codes: int) -> dict:
     response_model=EvaluationPublic,
     dependencies=[Depends(require_token)],
     status_code=202,
-    responses={200: {"model": EvaluationPublic, "description": "evaluated already"}, **errors(401, 404, 413, 422, 503)},
+    responses={200: {"model": EvaluationPublic, "description": "evaluated already"}, **error_answers(401, 404, 413, 422)},
 )
 def evaluate(body: EvaluateRequest, service: ServiceDep, response: Response) -> EvaluationPublic:
     """Queue the evaluation of one revision (or return the one that exists for the same checkpoint)."""
@@ -68,13 +69,13 @@ def evaluate(body: EvaluateRequest, service: ServiceDep, response: Response) -> 
     return EvaluationPublic.of(result)
 
 
-@router.get("/evaluations/{job_id}", response_model=EvaluationPublic, responses=errors(404, 422))
+@router.get("/evaluations/{job_id}", response_model=EvaluationPublic, responses=error_answers(404, 422))
 def read_evaluation(job_id: JobId, service: ServiceDep) -> EvaluationPublic:
     """One evaluation job: its status and, when done, its metrics with 95% intervals."""
     return EvaluationPublic.of(service.job(job_id))
 
 
-@router.get("/evaluations", response_model=EvaluationsPublic, responses=errors(404, 422))
+@router.get("/evaluations", response_model=EvaluationsPublic, responses=error_answers(404, 422))
 def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: Metric | None = None) -> EvaluationsPublic:
     """A repo's evaluated checkpoints ranked best first (by the service's metric unless another is asked), and all its jobs."""
     name = service.served_repo(repo)
@@ -87,7 +88,7 @@ def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: 
     return EvaluationsPublic(repo=name, metric=metric, ranking=[RankedPublic.of(name, r) for r in ranking], jobs=jobs)
 
 
-@router.get("/best-checkpoint", response_model=BestCheckpoint, responses=errors(404, 422))
+@router.get("/best-checkpoint", response_model=BestCheckpoint, responses=error_answers(404, 422))
 def read_best_checkpoint(
     service: ServiceDep,
     repo: str | None = RepoQuery,
@@ -108,7 +109,7 @@ def read_best_checkpoint(
     response_model=WatchPublic,
     dependencies=[Depends(require_token)],
     status_code=202,
-    responses=errors(401, 404, 413, 422),
+    responses=error_answers(401, 404, 413, 422),
 )
 def create_watch(body: WatchRequest, service: ServiceDep) -> WatchPublic:
     """Evaluate every checkpoint of a repo, and each new one as it appears."""
@@ -116,19 +117,21 @@ def create_watch(body: WatchRequest, service: ServiceDep) -> WatchPublic:
     return _watch(service, body.repo)
 
 
-@router.get("/watches", response_model=list[WatchPublic])
+@router.get("/watches", response_model=list[WatchPublic], responses=error_answers())
 def read_watches(service: ServiceDep) -> list[WatchPublic]:
     """Every watched repo."""
     return [_watch(service, watch.repo) for watch in service.watches()]
 
 
-@router.get("/watches/{repo:path}", response_model=WatchPublic, responses=errors(404, 422))
+@router.get("/watches/{repo:path}", response_model=WatchPublic, responses=error_answers(404, 422))
 def read_watch(repo: RepoPath, service: ServiceDep) -> WatchPublic:
     """A watched repo: its polls, its jobs, the chosen checkpoint and the overfitting alarm."""
     return _watch(service, repo)
 
 
-@router.delete("/watches/{repo:path}", dependencies=[Depends(require_token)], status_code=204, responses=errors(401, 404, 422))
+@router.delete(
+    "/watches/{repo:path}", dependencies=[Depends(require_token)], status_code=204, responses=error_answers(401, 404, 422)
+)
 def delete_watch(repo: RepoPath, service: ServiceDep) -> None:
     """Stop watching a repo (its evaluations stay)."""
     service.unwatch(repo)
@@ -138,7 +141,7 @@ def delete_watch(repo: RepoPath, service: ServiceDep) -> None:
     "/webhooks/hub",
     response_model=EvaluationPublic | WebhookIgnored,
     dependencies=[WebhookSecret],
-    responses={202: {"model": EvaluationPublic, "description": "queued"}, **errors(401, 403, 404, 413, 422, 503)},
+    responses={202: {"model": EvaluationPublic, "description": "queued"}, **error_answers(401, 403, 404, 413, 422)},
 )
 def hub_webhook(payload: WebhookPayload, service: ServiceDep, response: Response) -> EvaluationPublic | WebhookIgnored:
     """A Hugging Face Hub webhook: a model repo's new head is evaluated at once; replays do no new work."""
@@ -174,7 +177,7 @@ def _watch(service: PricerService, repo: str) -> WatchPublic:
     "/predict",
     response_model=PredictionPublic | PredictionsPublic,
     dependencies=[Depends(require_predict_token)],
-    responses=errors(401, 404, 413, 422, 503),
+    responses=error_answers(401, 404, 413, 422),
 )
 def predict(body: PredictRequest, service: ServiceDep) -> PredictionPublic | PredictionsPublic:
     """Price one description (or several) with the served best adapter; the answer names the revision."""

@@ -15,20 +15,24 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import httpx
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pricer.evaluator.checkpoints.adapters import AdapterFiles
-from pricer.evaluator.errors import IncompatibleAdapter, ModelLoadError
+from pricer.evaluator.checkpoints.sources import HUB_ID
+from pricer.evaluator.errors import HubUnavailable, IncompatibleAdapter, ModelLoadError
 from pricer.evaluator.records import ItemPrices
 
 log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 16  # items per forward pass when none is given, off CUDA
 MAX_AUTO_BATCH = 128  # past this, a GPU forward pass is compute-bound: larger batches gain nothing
 ENCODED_KEPT = 4  # held-out sets whose token ids are kept
+HUB_PROBE_SECONDS = 10.0
 PROBE_PROMPT = "How much does this cost to the nearest dollar?\n\nA thing\n\nPrice is $"
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
@@ -94,8 +98,9 @@ class PriceModel:
             )
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False, token=token)
-            self.model = AutoModelForCausalLM.from_pretrained(
+            self.tokenizer = _cached_or_downloaded(AutoTokenizer.from_pretrained, base, trust_remote_code=False, token=token)
+            self.model = _cached_or_downloaded(
+                AutoModelForCausalLM.from_pretrained,
                 base,
                 dtype=dtype,
                 quantization_config=quantization,
@@ -104,6 +109,8 @@ class PriceModel:
                 device_map={"": self.device} if quantization else None,
                 use_safetensors=True,
             )
+        except HubUnavailable:
+            raise
         except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError... for a bad base
             raise ModelLoadError(f"cannot load base model {base!r}: {exc}") from exc
         if quantization is None:
@@ -284,6 +291,25 @@ class PriceModel:
         texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         prices = np.array([parse_price(text) for text in texts])
         return prices, prices, np.full(len(texts), np.nan)
+
+
+def _cached_or_downloaded(load, base: str, **options):
+    """`load(base)` from a local folder or the Hub cache, else from the Hub once it answers.
+
+    Asked for an uncached base while the Hub is unreachable, the Hub client retries for most of a minute,
+    holding the worker; one short probe first makes that a clear error at once."""
+    try:
+        return load(base, local_files_only=True, **options)
+    except OSError:
+        if Path(base).expanduser().is_dir() or not HUB_ID.match(base):  # a folder, or no Hub id: nothing to fetch
+            raise
+    from huggingface_hub import constants
+
+    try:
+        httpx.get(f"{constants.ENDPOINT}/api/models/{base}", timeout=HUB_PROBE_SECONDS)
+    except httpx.HTTPError as exc:
+        raise HubUnavailable(f"base model {base!r} is not cached and the Hub cannot be reached ({type(exc).__name__})") from exc
+    return load(base, **options)
 
 
 def batch_size_for_memory(budget: int, config, longest: int, dtype_bytes: int = 2) -> int:

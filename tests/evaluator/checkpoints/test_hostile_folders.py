@@ -14,10 +14,11 @@ from safetensors.torch import save_file
 
 from pricer.evaluator.checkpoints.adapters import STATE_FILE, read_trainer_state
 from pricer.evaluator.checkpoints.sources import LocalRun, open_source
-from pricer.evaluator.errors import IncompatibleAdapter, InvalidAdapter, RevisionNotFound
+from pricer.evaluator.errors import HubUnavailable, IncompatibleAdapter, InvalidAdapter, RevisionNotFound
 from pricer.evaluator.evaluate import Evaluator
 from pricer.evaluator.scoring import PriceModel
 from pricer.evaluator.settings import Settings
+from tests.server import free_port
 
 SETTLED = 1_000_000_000  # a modification time long past: not a folder being written now
 
@@ -174,3 +175,11 @@ def test_an_adapter_tensor_of_the_wrong_rank_is_an_incompatible_adapter(tiny_bas
     with pytest.raises(IncompatibleAdapter, match="fits no module"):
         model.load_adapter(LocalRun(tmp_path).fetch(LocalRun(tmp_path).resolve("checkpoint-1")).adapter, "bad")
     assert model.adapters == []
+
+
+def test_an_uncached_hub_base_while_the_hub_is_unreachable_fails_at_once_as_hub_unavailable(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(HubUnavailable, match="not cached and the Hub cannot be reached"):  # not a minute of retries
+        PriceModel("someone/not-cached-anywhere", device="cpu")
