@@ -84,6 +84,16 @@ class ServerProcess:
             time.sleep(0.05)
         raise TimeoutError(f"job {job_id} is still {job['status']}")
 
+    def wait_served(self, commit: str, timeout: float = 60) -> None:
+        """Until /health names `commit` as the served adapter."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            served = self.client.get("/health").json()["served"]
+            if served and served["commit"] == commit:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{commit} is not served")
+
     def __enter__(self) -> ServerProcess:
         return self if self.process is not None else self.start()
 

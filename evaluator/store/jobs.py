@@ -62,6 +62,20 @@ def _job(row: JobRow) -> Job:
     )
 
 
+def _new_row(repo: str, revision: Revision, **values: object) -> JobRow:
+    return JobRow(
+        repo=repo,
+        source=revision.source,
+        revision=revision.revision,
+        commit=revision.commit,
+        step=revision.step,
+        epoch=revision.epoch,
+        message=revision.message,
+        attempts=0,
+        **values,
+    )
+
+
 class JobQueue:
     """Queued, running, done and failed evaluation jobs; every method is one short transaction."""
 
@@ -94,20 +108,14 @@ class JobQueue:
                 same = same.where(JobRow.evaluation_id == evaluation_id)
             if existing := session.scalars(same.order_by(JobRow.id)).first():
                 return _job(existing), False
-            row = JobRow(
-                repo=repo,
-                source=revision.source,
-                revision=revision.revision,
-                commit=revision.commit,
-                step=revision.step,
-                epoch=revision.epoch,
-                message=revision.message,
+            row = _new_row(
+                repo,
+                revision,
                 dataset=dataset,
                 dataset_fingerprint=dataset_fingerprint,
                 config_key=config_key,
                 status=QUEUED if evaluation_id is None else DONE,
                 evaluation_id=evaluation_id,
-                attempts=0,
                 finished_at=None if evaluation_id is None else utcnow(),
             )
             session.add(row)
@@ -122,18 +130,14 @@ class JobQueue:
             )
             if existing := session.scalars(same.order_by(JobRow.id)).first():
                 return _job(existing)
-            row = JobRow(
-                repo=repo,
-                source=revision.source,
-                revision=revision.revision,
-                commit=revision.commit,
-                step=revision.step,
+            row = _new_row(
+                repo,
+                revision,
                 dataset=dataset,
                 dataset_fingerprint=dataset_fingerprint,
                 config_key=config_key,
                 status=FAILED,
                 error=reason,
-                attempts=0,
                 finished_at=utcnow(),
             )
             session.add(row)

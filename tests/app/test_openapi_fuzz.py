@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import Counter
 
 import pytest
@@ -36,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.server import API_TOKEN, ServerProcess
+from tests.server import API_TOKEN
 
 REPO = "local/tiny-run"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -65,7 +64,7 @@ def live_server(make_server, hub_server):
     assert queued.status_code == 202, queued.text
     done = server.wait_for(queued.json()["id"])
     assert done["status"] == "done", done
-    _wait_served(server, done["commit"])
+    server.wait_served(done["commit"])
     assert server.client.post("/predict", json={"description": "Cordless drill, 20V"}, headers=AUTH).status_code == 200
     yield server
     tracebacks = _tracebacks(server.log.read_text(errors="replace"))
@@ -85,16 +84,6 @@ def live_schema(live_server, request):
 
 
 schema = schemathesis.pytest.from_fixture("live_schema")
-
-
-def _wait_served(server: ServerProcess, commit: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        served = server.client.get("/health").json()["served"]
-        if served and served["commit"] == commit:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{commit} is not served")
 
 
 def _tracebacks(log: str) -> list[str]:

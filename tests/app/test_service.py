@@ -33,16 +33,6 @@ def _evaluate(server: ServerProcess, revision: str, repo: str = REPO) -> dict:
     return response.json()
 
 
-def _wait_served(server: ServerProcess, commit: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        served = server.client.get("/health").json()["served"]
-        if served and served["commit"] == commit:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{commit} is not served")
-
-
 def test_evaluate_two_revisions_then_best_checkpoint_and_predict(make_server):
     with make_server().start() as server:
         client = server.client
@@ -74,13 +64,15 @@ def test_evaluate_two_revisions_then_best_checkpoint_and_predict(make_server):
         lowest = client.get("/best-checkpoint", params={"repo": REPO, "rule": "min"}).json()
         assert lowest["revision"] == ranking[0]["revision"] and lowest["metrics"] == ranking[0]["metrics"]
         # the rule takes the lowest error, or an earlier checkpoint that is not significantly worse
-        assert best["revision"] == lowest["revision"] or (best["step"] < lowest["step"] and not best["versus_best"]["significant"])
+        assert best["revision"] == lowest["revision"] or (
+            best["step"] < lowest["step"] and not best["versus_best"]["significant"]
+        )
         assert sum(c["p_best"] for c in best["candidates"]) == pytest.approx(1.0)
         n_test = 48 - validation_size(server.env["PRICER_DATA"])
         assert best["test"]["metrics"]["n"] == n_test and 0 < n_test < 48  # out of sample: the test items only
         assert client.get("/best-checkpoint").json()["commit"] == best["commit"]  # the repo the service serves
 
-        _wait_served(server, best["commit"])
+        server.wait_served(best["commit"])
         one = client.post("/predict", json={"description": DESCRIPTIONS[0]}).json()
         batch = client.post("/predict", json={"descriptions": DESCRIPTIONS, "repo": REPO}).json()
         assert (one["revision"], one["commit"], batch["commit"]) == (best["revision"], best["commit"], best["commit"])
@@ -169,7 +161,7 @@ def test_predictions_in_flight_while_the_best_adapter_changes_each_name_the_one_
 
     with make_server().start() as server:
         first = server.wait_for(_evaluate(server, "checkpoint-10")["id"])
-        _wait_served(server, first["commit"])
+        server.wait_served(first["commit"])
         answers, failures, stop = [], [], threading.Event()
 
         def client_loop() -> None:
@@ -183,7 +175,7 @@ def test_predictions_in_flight_while_the_best_adapter_changes_each_name_the_one_
         try:
             later = [server.wait_for(_evaluate(server, r)["id"]) for r in ("checkpoint-20", "checkpoint-30")]
             best = server.client.get("/best-checkpoint").json()
-            _wait_served(server, best["commit"])
+            server.wait_served(best["commit"])
             time.sleep(0.5)
         finally:
             stop.set()
