@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from pricer.app import errors
 from pricer.app.edge import MAX_BODY_BYTES, Edge
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None, *, service: PricerService | Non
         yield
         app.state.service.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from files in the package: they render with no internet
         title="pricer",
         summary="Evaluate a fine-tuned price predictor's checkpoints, pick the best, serve its predictions.",
         version="0.1.0",

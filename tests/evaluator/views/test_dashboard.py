@@ -221,3 +221,15 @@ def test_views_of_an_overfitting_run_raise_the_alarm_and_mark_the_choice():
     assert html.split('id="items"')[1].split('<g id="')[0].count("<use ") == test.sum()  # one point per test item
     assert f'<span id="chosen-revision">{choice.chosen.evaluation.revision.revision}</span>' in html
     assert 'class="switch"' not in html  # a report has no links to other metrics
+
+
+def test_the_api_docs_render_with_no_internet(make_server):
+    with make_server().start() as server, chromium_page() as (page, log):
+        page.goto(f"http://127.0.0.1:{server.port}/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=40_000)  # Swagger UI drew the operations
+        paths = {
+            page.locator(".opblock-summary-path").nth(i).inner_text()
+            for i in range(page.locator(".opblock-summary-path").count())
+        }
+        assert {"/evaluate", "/best-checkpoint", "/predict", "/health"} <= {p.replace("\u200b", "") for p in paths}
+    assert log.clean(), (log.console_errors, log.refused)  # every file came from the service itself
