@@ -42,7 +42,12 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
     """
     from pricer.trainer import preset, train
 
-    base = make_tiny_base(settings.home / "tiny-llama")
+    if not (settings.home / "tiny-llama" / "pricer-tiny.json").is_file():
+        print(
+            "building the tiny base model (a tokenizer and 300 pretraining steps): done once, kept in "
+            f"{settings.home / 'tiny-llama'}; several minutes on 2 CPU cores"
+        )
+    base = make_tiny_base(settings.home / "tiny-llama", progress=True)
     root = settings.home / "runs"
     run_dir = root / f"demo-{items}x{epochs:g}-{save_steps}"
     if not any(run_dir.glob("checkpoint-*")):
@@ -57,7 +62,7 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
     service.start()
     jobs = [service.submit(repo, revision.revision)[0].job.id for revision in service.source(repo).revisions()]
     print(f"evaluating {len(jobs)} checkpoints of {repo} on {service.default_dataset} through the job queue")
-    with tqdm(total=len(jobs), unit="checkpoint") as bar:
+    with tqdm(total=len(jobs), desc="evaluating", unit="checkpoint") as bar:
         while (finished := sum(service.job(j).job.status in (JobStatus.DONE, JobStatus.FAILED) for j in jobs)) < len(jobs):
             bar.update(finished - bar.n)
             time.sleep(0.2)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pricer.evaluator.data import build_prompt, catalogue_split, training_text
@@ -43,7 +44,10 @@ def build_tokenizer(corpus: Iterable[str], *, vocab_size: int = 2048, number_tok
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[BOS, EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        show_progress=False,  # its bars name no step of pricer's; the caller says what is being built
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     if number_tokens:
@@ -123,6 +127,7 @@ def pretrain(
     learning_rate: float = 3e-3,
     seed: int = 0,
     freeze_numbers: bool = True,
+    progress: bool = False,
 ) -> None:
     """A short full-model language-modelling run, so the tiny base is not pure noise.
 
@@ -137,7 +142,7 @@ def pretrain(
         hook = model.get_input_embeddings().weight.register_hook(lambda grad: grad * keep)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="pretraining the tiny base", unit="step", disable=not progress):
         batch = tokenizer([t + tokenizer.eos_token for t in rng.sample(texts, batch_size)], return_tensors="pt", padding=True)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         model(**batch, labels=labels).loss.backward()
@@ -156,6 +161,7 @@ def make_tiny_base(
     extra_corpus: Iterable[str] = (),
     number_tokens: bool = True,
     pretrain_steps: int = 300,
+    progress: bool = False,
 ) -> Path:
     """Write a tiny base model (model + tokenizer) to `path`, once; return the path."""
     path = Path(path)
@@ -174,7 +180,7 @@ def make_tiny_base(
     corpus = default_corpus(extra_corpus)
     tokenizer = build_tokenizer(corpus, number_tokens=number_tokens)
     model = build_model(tokenizer, hidden=hidden, layers=layers)
-    pretrain(model, tokenizer, corpus, steps=pretrain_steps)
+    pretrain(model, tokenizer, corpus, steps=pretrain_steps, progress=progress)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(path)
     model.save_pretrained(path)  # safetensors
