@@ -49,6 +49,8 @@ JSON_ROUTES = ["/evaluate", "/watches", "/webhooks/hub", "/predict"]
 def _cases() -> list[tuple[str, str, dict, set[int]]]:
     cases = [("POST", route, _raw(body), {413, 422}) for route in JSON_ROUTES for body in BODIES]
     cases += [("POST", route, {"content": _chunked(3 << 20), "headers": {**AUTH, **JSON}}, {413}) for route in JSON_ROUTES]
+    untyped = '{"description": "a lamp \\ud800", "repo": "\\udfff"}'  # no Content-Type: FastAPI still reads JSON
+    cases += [("POST", route, {"content": untyped.encode(), "headers": AUTH}, {422}) for route in JSON_ROUTES]
     long = "r" * 256
     cases += [
         ("POST", "/evaluate", {"json": {"repo": REPO, "revision": long}, "headers": AUTH}, {404, 422}),
