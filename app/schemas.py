@@ -100,11 +100,13 @@ class CandidatePublic(CheckpointPublic):
     intervals: dict[str, tuple[float, float]]
     p_best: float = Field(description="share of paired bootstrap resamples in which this checkpoint is the best")
     versus_best: PairedPublic = Field(description="its metric minus the best checkpoint's, paired over the same items")
+    train_loss: float | None = Field(description="the training loss its trainer_state.json logged last, if any")
 
     @classmethod
     def of(cls, repo: str, candidate: Candidate) -> CandidatePublic:
         return cls(
             **CheckpointPublic.fields(repo, candidate.evaluation.revision),
+            train_loss=candidate.evaluation.revision.train_loss,
             metrics=_metrics(candidate.validation),
             intervals=candidate.validation.intervals,
             p_best=candidate.p_best,
@@ -127,7 +129,10 @@ class BestCheckpoint(CandidatePublic):
     test: TestFigure | None = Field(
         description="the chosen checkpoint on the test items, never used to choose: the expected error in use"
     )
-    runner_up: CandidatePublic | None
+    baseline: MetricsPublic = Field(description="every validation item priced at their median: what a checkpoint must beat")
+    runner_up: CandidatePublic | None = Field(
+        description="the best-scoring other checkpoint: the best one when the rule chose a less trained checkpoint"
+    )
     versus_runner_up: PairedPublic | None = Field(description="chosen minus runner-up, paired")
     overfitting: dict | None = Field(description="raised when validation error rose for several checkpoints past the best")
     candidates: list[CandidatePublic] = Field(description="every checkpoint by step, with its evidence")
@@ -144,6 +149,7 @@ class BestCheckpoint(CandidatePublic):
             evaluated=len(choice.candidates),
             served=served,
             test=TestFigure(metrics=_metrics(choice.test), intervals=choice.test.intervals) if choice.test else None,
+            baseline=_metrics(choice.baseline),
             runner_up=CandidatePublic.of(repo, choice.runner_up) if choice.runner_up else None,
             versus_runner_up=PairedPublic(**choice.versus_runner_up.to_dict()) if choice.versus_runner_up else None,
             overfitting=choice.overfitting.to_dict() if choice.overfitting else None,

@@ -48,6 +48,7 @@ class Revision:
     step: int | None = None
     epoch: float | None = None
     message: str | None = None
+    train_loss: float | None = None  # the training loss the Trainer logged last at this checkpoint
 
     def fields(self) -> dict:
         """What names the checkpoint in an answer: its revision, commit, step and epoch."""

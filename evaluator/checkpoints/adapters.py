@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from safetensors import safe_open
 
@@ -162,21 +163,42 @@ def _hash_files(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_trainer_state(path: Path, *, root: Path | None = None) -> tuple[int | None, float | None]:
-    """(global step, epoch) from the Trainer's `trainer_state.json`, when the folder has a readable one.
+class TrainerState(NamedTuple):
+    """What a checkpoint's `trainer_state.json` tells: where training was, and its training loss there."""
 
-    Only values pricer can store and draw are taken: a step within 0..2**63-1, a finite epoch of at least 0."""
+    step: int | None = None
+    epoch: float | None = None
+    loss: float | None = None  # the last training loss logged at or before `step`
+
+
+def read_trainer_state(path: Path, *, root: Path | None = None) -> TrainerState:
+    """Step, epoch and training loss from the Trainer's `trainer_state.json`, when the folder has a readable one.
+
+    Only values pricer can store and draw are taken: a step within 0..2**63-1, a finite epoch and loss of at least 0."""
     if not (path / STATE_FILE).exists():
-        return None, None
+        return TrainerState()
     try:
         state = json.loads(read_bounded(path / STATE_FILE, root=root or path, where=path.name, limit=STATE_MAX_BYTES))
     except (InvalidAdapter, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         log.warning("%s: %s is unreadable, so step and epoch come from the folder name (%s)", path.name, STATE_FILE, exc)
-        return None, None
+        return TrainerState()
     if not isinstance(state, dict):
-        return None, None
+        return TrainerState()
     step, epoch = state.get("global_step"), state.get("epoch")
-    return (int(step) if _number(step, 0, INT64) else None, float(epoch) if _number(epoch, 0, math.inf) else None)
+    step = int(step) if _number(step, 0, INT64) else None
+    return TrainerState(step, float(epoch) if _number(epoch, 0, math.inf) else None, _last_loss(state.get("log_history"), step))
+
+
+def _last_loss(history: object, step: int | None) -> float | None:
+    """The training loss of the last `log_history` entry that has one (evaluation entries have `eval_loss` instead)."""
+    if not isinstance(history, list):
+        return None
+    for entry in reversed(history):
+        if not isinstance(entry, dict) or not _number(entry.get("loss"), 0, math.inf):
+            continue
+        if step is None or not _number(entry.get("step"), 0, INT64) or entry["step"] <= step:
+            return float(entry["loss"])
+    return None
 
 
 def _number(value: object, low: float, high: float) -> bool:

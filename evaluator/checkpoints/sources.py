@@ -101,9 +101,12 @@ def parse_training_message(message: str | None) -> tuple[int | None, float | Non
 
 def _with_trainer_state(revision: Revision, folder: Path, root: Path) -> Revision:
     # trainer_state.json is exact; commit messages and folder names are the fallback
-    step, epoch = read_trainer_state(folder, root=root)
+    state = read_trainer_state(folder, root=root)
     return replace(
-        revision, step=step if step is not None else revision.step, epoch=epoch if epoch is not None else revision.epoch
+        revision,
+        step=state.step if state.step is not None else revision.step,
+        epoch=state.epoch if state.epoch is not None else revision.epoch,
+        train_loss=state.loss,
     )
 
 
@@ -179,7 +182,7 @@ class LocalRun:
         adapter = read_adapter(folder, where=f"{self.label}/{revision.revision}", root=self.root)
         if content_hash(folder) != revision.commit:
             raise RevisionNotFound(f"{self.label}/{revision.revision}: changed on disk since it was resolved")
-        return Checkpoint(revision, adapter)
+        return Checkpoint(_with_trainer_state(revision, folder, self.root), adapter)
 
     def _settling(self, name: str) -> bool:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pricer.evaluator.records import Estimator
-from pricer.evaluator.stats.metrics import METRICS, Metric, Metrics
+from pricer.evaluator.stats.metrics import METRICS, Metric, Metrics, spec
 from pricer.evaluator.stats.selection import Choice, Rule
 
 
@@ -57,12 +57,13 @@ def print_json(value: object) -> None:
 
 
 def metric_cells(m: Metrics) -> dict[str, str]:
-    """Each metric with its interval, as people read it: "$52.29 [44.10, 60.87]"."""
-    cells = {}
-    for name, spec in METRICS.items():
-        low, high = m.intervals[name]
-        cells[spec.short] = f"{spec.show(m.value(name))} [{low:{spec.format}}, {high:{spec.format}}]"
-    return cells
+    """Each metric with its interval, as people read it: "$52.29 [$44.10, $60.87]"."""
+    return {spec.short: f"{spec.show(m.value(name))} {spec.show_interval(*m.intervals[name])}" for name, spec in METRICS.items()}
+
+
+def metric_line(m: Metrics) -> str:
+    """Every metric's value on one line: "avg error $99.00, RMSLE 0.812, hits 31.0%"."""
+    return ", ".join(f"{spec.short} {spec.show(m.value(name))}" for name, spec in METRICS.items())
 
 
 def ranking_table(ranked: list) -> str:
@@ -99,19 +100,22 @@ def print_choice(choice: Choice) -> None:
     print(f"  validation ({chosen.validation.n} items), P(best) {chosen.p_best:.0%}")
     for name, cell in metric_cells(chosen.validation).items():
         print(f"    {name:<10} {cell}")
+    print(f"  a constant guess (every validation item at the median price) scores {metric_line(choice.baseline)}")
     if choice.test:
         print(f"  test ({choice.test.n} items, never used to choose): the error to expect in use")
         for name, cell in metric_cells(choice.test).items():
             print(f"    {name:<10} {cell}")
+    metric = spec(choice.metric)
     if choice.runner_up:
         d = choice.versus_runner_up
         print(
-            f"runner-up: {choice.runner_up.evaluation.revision.revision}, P(best) {choice.runner_up.p_best:.0%}; "
-            f"chosen minus runner-up {choice.metric}: {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+            f"{choice.compared_with}: {choice.runner_up.evaluation.revision.revision}, P(best) {choice.runner_up.p_best:.0%}; "
+            f"chosen minus {choice.compared_with}: {metric.show_paired(d.difference, d.low, d.high)} "
+            f"({'significant' if d.significant else 'not significant'}, paired)"
         )
     if choice.overfitting:
         o = choice.overfitting
-        print(f"overfitting: validation {choice.metric} rose for {o.checkpoints} checkpoints past step {o.since_step}")
+        print(f"overfitting: validation {metric.words} rose for {o.checkpoints} checkpoints past step {o.since_step}")
 
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:

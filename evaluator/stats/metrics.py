@@ -44,12 +44,17 @@ class MetricSpec:
     """One metric: how each item contributes, how the mean becomes the metric, which way is better."""
 
     name: str
+    words: str  # in a sentence: "the validation average absolute error"
     label: str  # for headings and axes
     short: str  # for table columns
     higher_is_better: bool
     per_item: Callable[[np.ndarray, np.ndarray], np.ndarray]
     format: str  # a format spec for one value, e.g. ",.2f"
     unit: str = ""  # printed before a value, e.g. "$"
+    change_format: str = ""  # a difference of two values; default: `format` with a sign
+    change_scale: float = 1.0  # a hit-rate difference reads in percentage points
+    change_unit: str = ""  # printed after a difference, e.g. " pts"
+    axis_format: str = ""  # a chart's tick labels; default: `format`
     finish: Callable[[np.ndarray], np.ndarray] = _identity  # RMSLE is the root of a mean
 
     @property
@@ -61,14 +66,41 @@ class MetricSpec:
         return self.finish(means)
 
     def show(self, value: float) -> str:
-        """A value as people read it: "$52.29", "0.56", "57.4%"."""
+        """A value as people read it: "$52.29", "0.561", "57.4%"."""
         return f"{self.unit}{value:{self.format}}"
+
+    def show_tick(self, value: float) -> str:
+        return f"{self.unit}{value:{self.axis_format or self.format}}"
+
+    def show_interval(self, low: float, high: float) -> str:
+        """ "[$44.10, $60.87]" """
+        return f"[{self.show(low)}, {self.show(high)}]"
+
+    def show_change(self, difference: float) -> str:
+        """A signed difference of two values: "+$2.38", "-$6.16", "+0.012", "-5.2 pts" (hit rate: points, not %)."""
+        return f"{self._signed(difference)}{self.change_unit}"
+
+    def show_change_interval(self, low: float, high: float) -> str:
+        """ "[-$6.16, +$10.33]", "[-11.0, +0.5] pts" """
+        return f"[{self._signed(low)}, {self._signed(high)}]{self.change_unit}"
+
+    def show_paired(self, difference: float, low: float, high: float) -> str:
+        """A paired difference and its interval, every number in the same unit: "+$2.38 [-$6.16, +$10.33]"."""
+        return f"{self.show_change(difference)} {self.show_change_interval(low, high)}"
+
+    def _signed(self, difference: float) -> str:
+        magnitude = f"{abs(difference) * self.change_scale:{self.change_format or self.format}}"
+        if float(magnitude.replace(",", "")) == 0:  # no "-$0.00": a zero reads as a zero
+            return f"{self.unit}{magnitude}"
+        return f"{'-' if difference < 0 else '+'}{self.unit}{magnitude}"
 
 
 _REGISTRY = (
-    MetricSpec("mae", "average absolute error ($)", "avg error", False, _absolute_error, ",.2f", unit="$"),
-    MetricSpec("rmsle", "RMSLE", "RMSLE", False, _squared_log_error, ".2f", finish=np.sqrt),
-    MetricSpec("hit_rate", "hit rate", "hits", True, _hit, ".1%"),
+    MetricSpec("mae", "average absolute error", "average absolute error ($)", "avg error", False, _absolute_error, ",.2f", unit="$", axis_format=",.0f"),
+    MetricSpec("rmsle", "RMSLE", "RMSLE", "RMSLE", False, _squared_log_error, ".3f", finish=np.sqrt),
+    MetricSpec(
+        "hit_rate", "hit rate", "hit rate", "hits", True, _hit, ".1%", change_format=".1f", change_scale=100, change_unit=" pts", axis_format=".0%"
+    ),
 )
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _REGISTRY}
 Metric = StrEnum("Metric", {spec.name.upper(): spec.name for spec in _REGISTRY})  # the names, for settings and routes
@@ -86,6 +118,9 @@ def item_errors(truth: np.ndarray, guess: np.ndarray) -> dict[str, np.ndarray]:
     """Per-item contributions to each metric (absolute error, squared log error, hit 0/1), by name."""
     truth, guess = np.asarray(truth, dtype=np.float64), np.asarray(guess, dtype=np.float64)
     return {name: s.per_item(truth, guess) for name, s in METRICS.items()}
+
+
+COLOR_WORDS = {"green": "within $40 or 20%", "orange": "within $80 or 40%", "red": "further off"}
 
 
 def colors(truth: np.ndarray, guess: np.ndarray) -> list[str]:

@@ -10,7 +10,8 @@ difference to the best, the probability that it is the best, and the choice:
   less overfit;
 - rule `min`: the plainly lowest error.
 
-The chosen checkpoint's test items, never used to choose, give the out-of-sample figure.
+The chosen checkpoint's test items, never used to choose, give the out-of-sample figure; a
+constant guess (every item at the median price) is the floor a useful model must beat.
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ class Policy:
     @property
     def statement(self) -> str:
         """The rule in words, as every answer states it."""
-        better = "higher" if spec(self.metric).higher_is_better else "lower"
+        metric = spec(self.metric)
         if self.rule is Rule.MIN:
-            return f"the checkpoint with the best validation {self.metric} ({better} is better)"
+            better = "highest" if metric.higher_is_better else "lowest"
+            return f"the checkpoint with the {better} validation {metric.words}"
         return (
-            f"the earliest checkpoint whose validation {self.metric} is not significantly worse than the best's "
+            f"the earliest checkpoint whose validation {metric.words} is not significantly worse than the best's "
             f"(paired bootstrap, {self.confidence:.0%})"
         )
 
@@ -130,6 +132,7 @@ class Choice:
     versus_runner_up: Paired | None  # chosen minus runner-up
     test: Metrics | None  # the chosen checkpoint on the test items: the out-of-sample figure
     overfitting: Overfitting | None
+    baseline: Metrics  # every validation item priced at their median: what a model has to beat
 
     @property
     def metric(self) -> Metric:
@@ -142,6 +145,12 @@ class Choice:
     @property
     def statement(self) -> str:
         return self.policy.statement
+
+    @property
+    def compared_with(self) -> str:
+        """What `runner_up` is to the chosen one: the best when the rule chose a less trained checkpoint, else the
+        next best."""
+        return "best" if self.chosen is not self.best else "runner-up"
 
 
 def _per_item(evaluation: Evaluation, metric: str, estimator: str, items: np.ndarray) -> np.ndarray:
@@ -229,7 +238,13 @@ def choose(
         versus_runner_up=paired(point, resampled, chosen, runner_up, confidence) if runner_up is not None else None,
         test=test_metrics,
         overfitting=_overfitting(point, resampled, best, by_step, metric, policy.patience, confidence),
+        baseline=constant_guess(by_step[0].truth[validation_items]),
     )
+
+
+def constant_guess(truth: np.ndarray) -> Metrics:
+    """The metrics of pricing every item at the items' median price: the best constant guess for the average error."""
+    return score(truth, np.full(truth.size, np.median(truth)))
 
 
 def _overfitting(

@@ -67,6 +67,7 @@ class CheckpointRow(Base):
     step: Mapped[int | None] = mapped_column(Integer)
     epoch: Mapped[float | None] = mapped_column(Float)
     message: Mapped[str | None] = mapped_column(Text)
+    train_loss: Mapped[float | None] = mapped_column(Float)
     adapter_base: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -108,7 +109,7 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
     )
     return Evaluation(
         id=row.id,
-        revision=Revision(ckpt.source, ckpt.revision, ckpt.commit, ckpt.step, ckpt.epoch, ckpt.message),
+        revision=Revision(ckpt.source, ckpt.revision, ckpt.commit, ckpt.step, ckpt.epoch, ckpt.message, ckpt.train_loss),
         base_model=row.base_model,
         dataset_name=row.dataset_name,
         dataset_fingerprint=row.dataset_fingerprint,
@@ -123,10 +124,14 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
 
 def _add_missing_columns(engine) -> None:
     """Stores made by an earlier pricer lack newer nullable columns: add them in place."""
-    columns = {c["name"] for c in inspect(engine).get_columns("predictions")}
-    if "test" not in columns:
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE predictions ADD COLUMN test BOOLEAN NOT NULL DEFAULT 0"))
+    added = {
+        ("predictions", "test"): "BOOLEAN NOT NULL DEFAULT FALSE",
+        ("checkpoints", "train_loss"): "FLOAT",
+    }
+    for (table, column), kind in added.items():
+        if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
+            with engine.begin() as connection:
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 
 
 class Store:
@@ -202,7 +207,8 @@ class Store:
                         source=key.source, revision=revision.revision, commit=key.commit, message=revision.message
                     )
                     session.add(ckpt)
-                ckpt.step, ckpt.epoch, ckpt.adapter_base = revision.step, revision.epoch, adapter_base
+                ckpt.step, ckpt.epoch, ckpt.train_loss = revision.step, revision.epoch, revision.train_loss
+                ckpt.adapter_base = adapter_base
                 row = EvaluationRow(
                     checkpoint=ckpt,
                     base_model=key.base_model,

@@ -3,7 +3,8 @@
 Each function returns a matplotlib `Figure` (made without pyplot, so the server can draw
 from several threads); `save_png` writes it for `pricer demo` and `pricer report --png`,
 `to_svg` inlines it in the dashboard and the HTML report. Artists the page and its tests
-look for carry ids: `checkpoints` (one marker per checkpoint), `chosen`, `interval`, `items`.
+look for carry ids: `checkpoints` (one marker per checkpoint), `chosen`, `best`, `baseline`, `interval`,
+`train-loss`, `items`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 from pricer.evaluator.records import Evaluation
-from pricer.evaluator.stats.metrics import METRICS, colors
+from pricer.evaluator.stats.metrics import COLOR_WORDS, METRICS, colors, spec
 from pricer.evaluator.stats.selection import Choice
 
 LABELS = {name: spec.label for name, spec in METRICS.items()}
@@ -24,34 +27,45 @@ MAX_EPOCH_LINES = 30
 
 
 def error_curve(choice: Choice, *, title: str = "") -> Figure:
-    """The choice's validation metric per checkpoint against step, its 95% interval, epoch starts and the chosen one."""
-    metric, by_step = choice.metric, choice.candidates
+    """The choice's validation metric per checkpoint against step, with its 95% interval, the constant-guess
+    baseline, epoch starts, the chosen and the best checkpoint; below it, the training loss when the
+    checkpoints' trainer states logged one."""
+    metric, by_step = spec(choice.metric), choice.candidates
     steps = np.array([c.evaluation.revision.step or i for i, c in enumerate(by_step)])
-    values = np.array([c.validation.value(metric) for c in by_step])
-    low, high = np.array([c.validation.intervals[metric] for c in by_step]).T
-    chosen = choice.chosen
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
+    values = np.array([c.validation.value(metric.name) for c in by_step])
+    low, high = np.array([c.validation.intervals[metric.name] for c in by_step]).T
+    losses = [(s, c.evaluation.revision.train_loss) for s, c in zip(steps, by_step, strict=True)]
+    losses = [(s, loss) for s, loss in losses if loss is not None]
+    fig = Figure(figsize=(8, 6) if losses else (8, 4.5))
+    if losses:
+        ax, loss_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.2])
+    else:
+        ax, loss_ax = fig.subplots(), None
     ax.fill_between(steps, low, high, alpha=0.2, color="tab:blue", label="95% interval", gid="interval")
-    ax.plot(steps, values, "o-", color="tab:blue", label=LABELS[metric], gid="checkpoints")
-    ax.plot(
-        [chosen.evaluation.revision.step or steps[by_step.index(chosen)]],
-        [chosen.validation.value(metric)],
-        "*",
-        ms=18,
-        color="tab:green",
-        label=f"chosen: {chosen.evaluation.revision.revision} (P(best) {chosen.p_best:.0%})",
-        gid="chosen",
-    )
-    for epoch_start in _epoch_starts(by_step):
-        ax.axvline(epoch_start, color="grey", lw=0.8, ls=":")
-    ax.set(
-        xlabel="training step (dotted: epoch boundaries)",
-        ylabel=LABELS[metric],
-        title=_literal(title or "validation error per checkpoint"),
-    )
-    ax.legend()
-    ax.grid(alpha=0.3)
+    ax.plot(steps, values, "o-", color="tab:blue", label=f"validation {metric.words}", gid="checkpoints")
+    baseline = choice.baseline.value(metric.name)
+    ax.axhline(baseline, color="dimgrey", ls="--", lw=1, label=_literal(f"every item at the median price: {metric.show(baseline)}"), gid="baseline")
+
+    def mark(candidate, style: str, size: int, color: str, label: str, gid: str) -> None:
+        step = candidate.evaluation.revision.step or steps[by_step.index(candidate)]
+        ax.plot([step], [candidate.validation.value(metric.name)], style, ms=size, color=color, label=label, gid=gid)
+
+    chosen, best = choice.chosen, choice.best
+    if best is not chosen:
+        best_word = "highest" if metric.higher_is_better else "lowest"
+        mark(best, "D", 10, "tab:orange", f"{best_word}: {best.evaluation.revision.revision}", "best")
+    mark(chosen, "*", 18, "tab:green", f"chosen: {chosen.evaluation.revision.revision} (P(best) {chosen.p_best:.0%})", "chosen")
+    for axes in (ax, loss_ax) if loss_ax else (ax,):
+        for epoch_start in _epoch_starts(by_step):
+            axes.axvline(epoch_start, color="grey", lw=0.8, ls=":")
+        axes.grid(alpha=0.3)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _literal(metric.show_tick(value))))
+    ax.set(ylabel=_literal(metric.label), title=_literal(title or "validation error per checkpoint"))
+    ax.legend(fontsize="small")
+    if loss_ax:
+        loss_ax.plot(*zip(*losses, strict=True), "s-", ms=4, color="tab:purple", gid="train-loss")
+        loss_ax.set(ylabel="training loss")
+    (loss_ax or ax).set(xlabel="training step (dotted: epoch boundaries)")
     fig.tight_layout()
     return fig
 
@@ -83,8 +97,17 @@ def truth_vs_prediction(
     ax = fig.subplots()
     top = max(truth.max(), guess.max()) * 1.05
     ax.plot([0, top], [0, top], color="deepskyblue", lw=2, alpha=0.6)
-    ax.scatter(truth, guess, s=6, c=colors(truth, guess), gid="items")
+    verdicts = colors(truth, guess)
+    ax.scatter(truth, guess, s=6, c=verdicts, gid="items")
     ax.set(xlabel="ground truth ($)", ylabel="model estimate ($)", xlim=(0, top), ylim=(0, top))
+    ax.legend(
+        handles=[
+            Line2D([], [], ls="", marker="o", color=color, label=_literal(f"{words} ({verdicts.count(color)})"))
+            for color, words in COLOR_WORDS.items()
+        ],
+        loc="upper left",
+        fontsize="small",
+    )
     if titled:
         ax.set_title(_literal(title_line(evaluation, part=part, estimator=estimator, name=title)))
     fig.tight_layout()

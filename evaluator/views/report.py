@@ -33,6 +33,7 @@ _templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_templates.globals["spec"] = spec  # every number on the page is formatted by its metric's own functions
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class RepoView:
     served: Revision | None
     watched: bool
     charts: Charts | None
+    serving_metric: str = "mae"  # what the service's own policy chooses the served adapter by
 
     @property
     def live(self) -> bool:
@@ -69,6 +71,10 @@ class RepoView:
         return sorted(
             self.choice.candidates, key=lambda c: (sign * c.validation.value(self.metric), c.evaluation.revision.step or 0)
         )
+
+    @property
+    def has_train_loss(self) -> bool:
+        return self.choice is not None and any(c.evaluation.revision.train_loss is not None for c in self.choice.candidates)
 
     def status(self, candidate: Candidate) -> str:
         """One word for a checkpoint's standing: chosen, best, within noise of the best, or significantly worse."""
@@ -110,6 +116,7 @@ class Views:
             served=served.revision if served else None,
             watched=repo in {watch.repo for watch in service.watches()},
             charts=self._charts_of(repo, choice) if choice else None,
+            serving_metric=service.policy.metric,
         )
 
     def _charts_of(self, repo: str, choice: Choice) -> Charts:

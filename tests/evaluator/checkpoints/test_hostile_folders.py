@@ -73,7 +73,7 @@ def test_a_fifo_or_a_device_in_place_of_an_adapter_file_is_refused_without_block
         _within(lambda: LocalRun(run, root=tmp_path / "root").resolve("checkpoint-3"))
     state_fifo = _adapter(run / "checkpoint-4")
     os.mkfifo(state_fifo / STATE_FILE)
-    assert _within(lambda: read_trainer_state(state_fifo)) == (None, None)
+    assert _within(lambda: read_trainer_state(state_fifo)) == (None, None, None)
 
 
 def test_links_out_of_the_root_are_refused_and_links_inside_it_are_followed(tmp_path):
@@ -107,20 +107,29 @@ def test_oversized_configs_and_states_are_not_read(tmp_path):
     state = _adapter(tmp_path / "run" / "checkpoint-2")
     with open(state / STATE_FILE, "wb") as handle:  # a sparse 100 MB file: refused by its size, never read
         handle.truncate(100 << 20)
-    assert read_trainer_state(state) == (None, None)
+    assert read_trainer_state(state) == (None, None, None)
 
 
 @pytest.mark.parametrize(
     ("state", "expected"),
     [
-        ('{"global_step": 30, "epoch": 1.5}', (30, 1.5)),
-        ('{"global_step": 30, "epoch": Infinity}', (30, None)),
-        ('{"global_step": 30, "epoch": NaN}', (30, None)),
-        ('{"global_step": 99999999999999999999999, "epoch": -1}', (None, None)),
-        ('{"global_step": true, "epoch": "2"}', (None, None)),
-        ("[1, 2]", (None, None)),
-        ("[" * 100_000, (None, None)),
-        ("\xff\xfe", (None, None)),
+        ('{"global_step": 30, "epoch": 1.5}', (30, 1.5, None)),
+        ('{"global_step": 30, "epoch": Infinity}', (30, None, None)),
+        ('{"global_step": 30, "epoch": NaN}', (30, None, None)),
+        ('{"global_step": 99999999999999999999999, "epoch": -1}', (None, None, None)),
+        ('{"global_step": true, "epoch": "2"}', (None, None, None)),
+        ("[1, 2]", (None, None, None)),
+        ("[" * 100_000, (None, None, None)),
+        ("\xff\xfe", (None, None, None)),
+        # the loss: the last logged training loss at or before the step; evaluation entries and junk are passed over
+        (
+            '{"global_step": 30, "log_history": [{"loss": 2.5, "step": 10}, {"loss": 1.25, "step": 30},'
+            ' {"eval_loss": 0.1, "step": 30}, {"loss": 0.5, "step": 40}]}',
+            (30, None, 1.25),
+        ),
+        ('{"global_step": 30, "log_history": [{"loss": 2.5, "step": 10}, {"loss": NaN, "step": 20}, 7]}', (30, None, 2.5)),
+        ('{"global_step": 30, "log_history": [{"loss": -1}, {"loss": true}, {"loss": "1"}]}', (30, None, None)),
+        ('{"global_step": 30, "log_history": {"loss": 1}}', (30, None, None)),
     ],
 )
 def test_a_trainer_state_gives_only_values_the_store_and_charts_can_take(tmp_path, state, expected):

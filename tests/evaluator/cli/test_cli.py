@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -68,7 +69,9 @@ def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
     code, out, _ = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", "--data", str(heldout_file))
     assert code == 0 and "checkpoint-20" in out and "avg error" in out and "checkpoint-10" not in out
     code, out, _ = run(capsys, "best", str(tiny_run), *data, "--metric", "hit_rate")
-    assert code == 0 and "runner-up" in out and "never used to choose" in out
+    assert code == 0 and "never used to choose" in out and "a constant guess" in out
+    # the other checkpoint it is compared with, and the difference in hit-rate points, interval and all
+    assert re.search(r"^(best|runner-up): checkpoint-\d+, P\(best\) \d+%; chosen minus \1: [+-]?\d+\.\d pts \[", out, re.M), out
 
 
 def test_watch_once_evaluates_every_checkpoint_and_states_the_choice(capsys, tiny_run, heldout_file):

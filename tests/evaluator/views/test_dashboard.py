@@ -82,8 +82,47 @@ def test_dashboard_shows_every_checkpoint_the_choice_and_answers_the_predict_box
         by_hits = client.get("/best-checkpoint", params={"metric": "hit_rate"}).json()
         assert page.inner_text("#chosen-revision") == by_hits["revision"]
         assert page.inner_text("#chosen-value").startswith(f"{100 * by_hits['metrics']['hit_rate']:.1f}%")
+        if by_hits["commit"] != best["commit"]:  # the served adapter is chosen by the service's own metric: said so
+            assert "the service chooses by average absolute error" in page.inner_text("#served-note")
+        # a hit-rate difference is in points, and so is its interval
+        assert re.fullmatch(r"[+-]?\d+\.\d pts \[[+-]?\d+\.\d, [+-]?\d+\.\d\] pts.*", page.inner_text("#compared-difference"))
     assert log.clean(), (log.console_errors, log.refused)
     assert all(re.match(rf"http://127\.0\.0\.1:{server.port}/", url) for url in log.requests), log.requests
+
+
+def _overflowing(page) -> list[str]:
+    """Elements wider than their box: the page itself, a table's wrapper, a chart."""
+    return page.evaluate(
+        """() => [document.documentElement, ...document.querySelectorAll('.table-wrap, figure, section')]
+            .filter(e => e.scrollWidth > e.clientWidth + 1)
+            .map(e => `${e.tagName}#${e.id}.${e.className}: ${e.scrollWidth} > ${e.clientWidth}`)"""
+    )
+
+
+def test_dashboard_holds_its_layout_at_800_and_1400_px_and_shows_the_context(evaluated):
+    server, client = evaluated, evaluated.client
+    best = client.get("/best-checkpoint").json()
+    with chromium_page() as (page, log):
+        for width in (800, 1400):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.goto(f"http://127.0.0.1:{server.port}/")
+            assert _overflowing(page) == [], width  # nothing scrolls sideways or is cut off
+            box = page.locator("#ranking").bounding_box()
+            assert box["x"] + box["width"] <= width
+            screenshot(page, f"dashboard-{width}px.png")
+        # the training loss under the validation curve, one marker per checkpoint that logged one
+        assert all(c["train_loss"] is not None and c["train_loss"] > 0 for c in best["candidates"])
+        assert page.locator("#curve g#train-loss use").count() == 3
+        # the constant guess: a line on the chart, and the API's figure beside the choice
+        assert page.locator("#curve g#baseline").count() == 1
+        assert page.inner_text("#baseline-figure").startswith(_money(best["baseline"]["mae"]))
+        # the lowest-error checkpoint is marked beside the chosen one when they differ
+        lowest = min(best["candidates"], key=lambda c: (c["metrics"]["mae"], c["step"]))
+        assert page.locator("#curve g#best").count() == (lowest["commit"] != best["commit"])
+        # the scatter's colours are explained
+        legend = page.locator("#scatter svg").inner_html()
+        assert all(words in legend for words in ("within $40 or 20%", "within $80 or 40%", "further off"))
+    assert log.clean(), (log.console_errors, log.refused)
 
 
 def test_dashboard_follows_new_evaluations_without_a_reload(make_server):
