@@ -180,6 +180,11 @@ def prompts_of(frame: pd.DataFrame, *, where: str) -> list[str]:
         if bad:
             raise InvalidDataset(f"{where}: 'text' must end with {PRICE_PREFIX!r}; row(s) {_rows(bad)} do not")
         return prompts
+    return [build_prompt(d) for d in descriptions_of(frame, where=where)]
+
+
+def descriptions_of(frame: pd.DataFrame, *, where: str) -> list[str]:
+    """One product description per row, from `description`, or `title` + `details`."""
     if "description" in frame.columns:
         descriptions = frame["description"].astype("string").fillna("")
     elif "title" in frame.columns:
@@ -191,14 +196,30 @@ def prompts_of(frame: pd.DataFrame, *, where: str) -> list[str]:
     bad = [i for i, d in enumerate(descriptions) if not d]
     if bad:
         raise InvalidDataset(f"{where}: empty description in row(s) {_rows(bad)}")
-    return [build_prompt(d) for d in descriptions]
+    return descriptions
 
 
-def heldout_from_frame(frame: pd.DataFrame, *, name: str, test_share: float = DEFAULT_TEST_SHARE) -> HeldOutSet:
-    frame = frame.reset_index(drop=True)
-    prices = positive_prices(frame, "price", where=name)
-    prompts = prompts_of(frame, where=name)
-    return HeldOutSet(name=name, prompts=prompts, prices=prices, test=split_of(frame, prompts, test_share=test_share, where=name))
+def read_descriptions(path: Path) -> list[str]:
+    """Descriptions to price: each non-empty line of a `.txt` file, or the description column(s) of a table file."""
+    if path.suffix.lower() != ".txt":
+        return descriptions_of(read_table(path), where=str(path))
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidDataset(f"{path}: cannot read ({exc})") from exc
+    if not any(lines):
+        raise InvalidDataset(f"{path}: no descriptions (one per line)")
+    return [line for line in lines if line]
+
+
+def heldout_from_frame(
+    frame: pd.DataFrame, *, name: str, test_share: float = DEFAULT_TEST_SHARE, where: str | None = None
+) -> HeldOutSet:
+    """The items of `frame` as a held-out set called `name`; errors name `where` (the file as given), else `name`."""
+    frame, where = frame.reset_index(drop=True), where or name
+    prices = positive_prices(frame, "price", where=where)
+    prompts = prompts_of(frame, where=where)
+    return HeldOutSet(name=name, prompts=prompts, prices=prices, test=split_of(frame, prompts, test_share=test_share, where=where))
 
 
 _HF_DATASET = re.compile(r"^hf://datasets/(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w.-]+))?/(?P<file>[\w./-]+)$")
@@ -231,10 +252,9 @@ def load_heldout(
     if path is None or str(path) == CATALOGUE:
         return heldout_from_frame(catalogue_split()[1], name="catalogue-heldout", test_share=test_share)
     if str(path).startswith("hf://"):
-        frame, name = read_table(fetch_dataset_file(str(path), token=token)), str(path)
-    else:
-        frame, name = read_table(Path(path).expanduser()), Path(path).expanduser().name
-    return heldout_from_frame(frame, name=name, test_share=test_share)
+        return heldout_from_frame(read_table(fetch_dataset_file(str(path), token=token)), name=str(path), test_share=test_share)
+    file = Path(path).expanduser()
+    return heldout_from_frame(read_table(file), name=file.name, test_share=test_share, where=str(file))
 
 
 def catalogue_split(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

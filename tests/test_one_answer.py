@@ -36,7 +36,7 @@ def test_the_api_dashboard_served_adapter_and_cli_name_the_same_checkpoint(make_
         assert all(server.wait_for(job.json()["id"])["status"] == "done" for job in jobs)
 
         best = client.get("/best-checkpoint", params={"repo": REPO}).json()
-        assert best["metric"] == "rmsle" and best["estimator"] == "mean" and best["rule"].startswith("the checkpoint with the best")
+        assert best["metric"] == "rmsle" and best["estimator"] == "mean" and best["rule"].startswith("the checkpoint with the lowest validation RMSLE")
         lowest = min(best["candidates"], key=lambda c: c["metrics"]["rmsle"])
         assert best["revision"] == lowest["revision"]  # the rule in the environment, not the default one
 

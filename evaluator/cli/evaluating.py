@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,7 +17,8 @@ from pricer.evaluator.cli.common import (
     service_for,
     show_choice,
 )
-from pricer.evaluator.errors import ModelNotReady
+from pricer.evaluator.data import MAX_DESCRIPTIONS
+from pricer.evaluator.errors import InvalidPredictionInput, ModelNotReady
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -55,20 +57,39 @@ def cmd_best(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from pricer.evaluator.data import read_descriptions
+
+    descriptions = [*args.description, *(read_descriptions(Path(args.file)) if args.file else [])]
+    if not descriptions:
+        raise InvalidPredictionInput("give descriptions, or --file with one per line (or a JSONL / CSV / Parquet table)")
     service, repo = service_for(args)
-    try:
-        prediction = service.predict(args.description, repo=repo)
-    except ModelNotReady:  # no worker serves here: load the policy's choice now, as the service's worker would
-        service.serve(repo)
-        prediction = service.predict(args.description, repo=repo)
-    rev = prediction.revision
+    answers = []
+    for batch in _batches(descriptions, chars=service.settings.predict_max_chars):
+        try:
+            prediction = service.predict(batch, repo=repo)
+        except ModelNotReady:  # no worker serves here: load the policy's choice now, as the service's worker would
+            service.serve(repo)
+            prediction = service.predict(batch, repo=repo)
+        rev = prediction.revision
+        answers += [{"price": p, "revision": rev.revision, "commit": rev.commit} for p in prediction.prices]
     if args.json:
-        answers = [{"price": p, "revision": rev.revision, "commit": rev.commit} for p in prediction.prices]
-        print_json(answers[0] if len(answers) == 1 else answers)
+        print_json(answers[0] if len(answers) == 1 and not args.file else answers)
         return
-    for description, price in zip(args.description, prediction.prices, strict=True):
-        print(f"${price:,.2f}  {description[:70]}")
-    print(f"(from {rev.revision}, commit {rev.commit[:10]})")
+    for description, answer in zip(descriptions, answers, strict=True):
+        print(f"${answer['price']:,.2f}  {' '.join(description.split())[:70]}")
+    for revision, commit in dict.fromkeys((a["revision"], a["commit"]) for a in answers):
+        print(f"(from {revision}, commit {commit[:10]})")
+
+
+def _batches(descriptions: list[str], *, chars: int) -> list[list[str]]:
+    """The descriptions in requests the service takes: at most MAX_DESCRIPTIONS, and `chars` characters, each."""
+    batches: list[list[str]] = [[]]
+    for description in descriptions:
+        batch = batches[-1]
+        if batch and (len(batch) == MAX_DESCRIPTIONS or sum(map(len, batch)) + len(description) > chars):
+            batches.append(batch := [])
+        batch.append(description)
+    return batches
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -116,7 +137,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("predict", help="price descriptions with the checkpoint the rule chooses")
     p.add_argument("source")
-    p.add_argument("description", nargs="+", help="product description(s)")
+    p.add_argument("description", nargs="*", help="product description(s)")
+    p.add_argument(
+        "--file", help="descriptions to price: one per line of a .txt file, or a JSONL / CSV / Parquet table's "
+        "'description' or 'title' + 'details' (a held-out file works)"
+    )
     add_data_option(p)
     add_model_options(p)
     add_policy_options(p)

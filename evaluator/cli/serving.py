@@ -10,6 +10,7 @@ from pricer.evaluator.cli.common import (
     add_data_option,
     add_model_options,
     add_policy_options,
+    metric_line,
     print_choice,
     ranking_table,
     service_for,
@@ -50,7 +51,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
                 if result.job.id not in seen and result.job.finished:
                     seen.add(result.job.id)
                     if not args.json:
-                        what = f"{result.evaluation.metrics().mae:,.2f} MAE" if result.evaluation else result.job.error
+                        what = metric_line(result.evaluation.metrics()) if result.evaluation else result.job.error
                         print(f"{result.job.revision.revision}: {result.job.status} ({what})")
             if args.once and watch.last_polled is not None and service.idle():
                 break

@@ -1,8 +1,10 @@
-"""`pricer train`: fine-tune a LoRA (QLoRA on CUDA) that writes a checkpoint every N steps."""
+"""`pricer train | data`: fine-tune a LoRA (QLoRA on CUDA) that writes a checkpoint every N steps; the embedded
+catalogue's items as files to train and evaluate on."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pricer.evaluator.cli.common import print_json, settings_from
 from pricer.evaluator.errors import ModelLoadError
@@ -61,7 +63,35 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"next: pricer evaluate {args.push_to or result.output} --all")
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from pricer.evaluator.data import catalogue_split
+    from pricer.evaluator.errors import InvalidDataset
+
+    folder = Path(args.output).expanduser()
+    files = {"train": folder / "train.jsonl", "heldout": folder / "heldout.jsonl"}
+    existing = [str(path) for path in files.values() if path.exists()]
+    if existing and not args.force:
+        raise InvalidDataset(f"{', '.join(existing)} already exist(s); --force overwrites")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for (part, path), frame in zip(files.items(), catalogue_split(), strict=True):
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+        written[part] = {"path": str(path), "items": len(frame)}
+    if args.json:
+        print_json(written)
+        return
+    for words, what in zip(("training", "held-out"), written.values(), strict=True):
+        print(f"{what['path']}: {what['items']} {words} items (title, details, category, price)")
+    print(f"next: pricer train --preset tiny --data {files['train']} --output ./runs/my-run")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("data", help="write the embedded catalogue's train and held-out items to JSONL files")
+    p.add_argument("--output", default=".", help="the folder for train.jsonl and heldout.jsonl (default: here)")
+    p.add_argument("--force", action="store_true", help="overwrite files already there")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(run=cmd_data)
+
     p = commands.add_parser("train", help="fine-tune a LoRA (QLoRA on CUDA) that writes a checkpoint every N steps")
     p.add_argument("--base", help="base model id or folder (default with --preset tiny: the embedded tiny Llama)")
     p.add_argument(

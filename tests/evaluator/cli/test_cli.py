@@ -42,7 +42,10 @@ def _count() -> int:
         return session.scalar(select(func.count()).select_from(EvaluationRow))
 
 
-def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
+DESCRIPTION = "Stainless steel 5-quart stand mixer, 10 speeds"
+
+
+def test_evaluate_best_predict(capsys, tmp_path, tiny_run, heldout_file):
     code, out, _ = run(capsys, "evaluate", str(tiny_run), "--all", "--data", str(heldout_file), "--json")
     assert code == 0
     ranking = json.loads(out)
@@ -65,6 +68,16 @@ def test_evaluate_best_predict(capsys, tiny_run, heldout_file):
     code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", *data, "--json")
     answer = json.loads(out)
     assert code == 0 and answer["commit"] == best["commit"] and 0 <= answer["price"] <= 999
+
+    many = tmp_path / "many.jsonl"  # more descriptions than one request takes: priced in several
+    catalogue_split()[1].iloc[:70].to_json(many, orient="records", lines=True)
+    code, out, _ = run(capsys, "predict", str(tiny_run), "--file", str(many), *data, "--json")
+    answers = json.loads(out)
+    assert code == 0 and len(answers) == 70 and {a["commit"] for a in answers} == {best["commit"]}
+    lines = tmp_path / "descriptions.txt"
+    lines.write_text("Stainless steel 5-quart stand mixer, 10 speeds\n\nCordless drill, 20V, two batteries\n")
+    code, out, _ = run(capsys, "predict", str(tiny_run), "--file", str(lines), *data)
+    assert code == 0 and out.count("\n") == 3 and out.splitlines()[0].startswith(f"${answer['price']:,.2f}  Stainless")
 
     code, out, _ = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", "--data", str(heldout_file))
     assert code == 0 and "checkpoint-20" in out and "avg error" in out and "checkpoint-10" not in out
@@ -90,6 +103,8 @@ def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, 
     (pickled / "adapter_model.bin").write_bytes(b"\x80\x04")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"title": "mixer", "price": 10}\n{"title": "drill", "price": "ten"}\n')
+    noprice = tmp_path / "noprice.jsonl"
+    noprice.write_text('{"title": "mixer"}\n')
     cases = [
         (["evaluate", str(tmp_path / "no-run")], "no such run folder"),
         (["evaluate", str(tiny_run), "--revision", "checkpoint-99"], "no checkpoint folder 'checkpoint-99'"),
@@ -100,6 +115,9 @@ def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, 
         (["best", str(tiny_run)], "nothing is evaluated yet"),
         (["predict", str(tiny_run), "  "], "a description is empty"),
         (["predict", str(tiny_run), "a lamp"], "nothing is evaluated yet"),
+        (["predict", str(tiny_run)], "give descriptions, or --file"),
+        (["predict", str(tiny_run), "--file", str(tmp_path / "none.txt")], f"{tmp_path / 'none.txt'}: cannot read"),
+        (["evaluate", str(tiny_run), "--data", str(noprice)], f"{noprice}: no 'price' column"),  # the path as given
     ]
     for argv, message in cases:
         code, out, err = run(
@@ -109,6 +127,42 @@ def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, 
         assert message in err, (argv, err)
         assert "Traceback" not in err and out == ""
     assert _count() == 0
+
+
+def test_options_are_spelt_out_and_a_misspelt_one_shows_its_subcommands_usage(capsys, tiny_run):
+    for argv, usage in (
+        (["evaluate", str(tiny_run), "--al"], "usage: pricer evaluate"),
+        (["data", "--outpt", "x"], "usage: pricer data"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        err = capsys.readouterr().err
+        assert (
+            exited.value.code == 2
+            and err.startswith(usage)
+            and f"unrecognized arguments: {' '.join(argv[-2:] if argv[0] == 'data' else argv[-1:])}" in err
+        )
+
+
+def test_with_json_an_error_is_a_json_object_on_stderr(capsys, tiny_run):
+    code, out, err = run(capsys, "best", str(tiny_run), "--json")
+    assert code == 2 and out == ""
+    assert json.loads(err) == {"error": "NotEvaluated", "detail": "local/tiny-run: nothing is evaluated yet on catalogue-heldout"}
+
+
+def test_data_writes_the_catalogues_items_that_train_and_evaluate_read(capsys, tmp_path):
+    from pricer.evaluator.data import load_heldout
+
+    code, out, _ = run(capsys, "data", "--output", str(tmp_path / "data"), "--json")
+    written = json.loads(out)
+    assert code == 0 and written["train"]["items"] == 1600 and written["heldout"]["items"] == 400
+    heldout, catalogue = load_heldout(written["heldout"]["path"]), load_heldout("catalogue")
+    assert heldout.prompts == catalogue.prompts and (heldout.prices == catalogue.prices).all()
+    assert (heldout.test == catalogue.test).all()  # the same validation and test items as the built-in set
+    before = (tmp_path / "data" / "train.jsonl").read_bytes()
+    code, _, err = run(capsys, "data", "--output", str(tmp_path / "data"))
+    assert code == 2 and "already exist" in err and (tmp_path / "data" / "train.jsonl").read_bytes() == before
+    assert run(capsys, "data", "--output", str(tmp_path / "data"), "--force")[0] == 0
 
 
 def test_hub_repo_errors(capsys, tmp_path, heldout_file, monkeypatch):
@@ -154,4 +208,10 @@ def test_demo_no_serve_stops_after_the_ranking(capsys, tiny_base, tmp_path):
     (home / "tiny-llama").symlink_to(tiny_base)
     code, out, err = run(capsys, "demo", "--items", "40", "--epochs", "2", "--save-steps", "5", "--no-serve")
     assert code == 0, err
-    assert "checkpoint-5" in out and "checkpoint-10" in out and "validation-error.png" in out and "report.html" in out and "serving" not in out
+    assert (
+        "checkpoint-5" in out
+        and "checkpoint-10" in out
+        and "validation-error.png" in out
+        and "report.html" in out
+        and "serving" not in out
+    )
