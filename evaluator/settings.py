@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="port `pricer serve` listens on")
     test_share: float = Field(default=0.5, ge=0, lt=1, description="share of held-out items kept for the test part")
     metric: Metric = Field(default=Metric.MAE, description="what chooses the checkpoint")
-    rule: Rule = Field(default=Rule.EARLIEST, description="how the checkpoint is chosen")
+    rule: Rule = Field(default=Rule.MIN, description="how the checkpoint is chosen: min, curve or earliest")
     estimator: Estimator = Field(default=Estimator.ARGMAX, description="which price is read from the model")
     confidence: float = Field(default=0.95, gt=0, lt=1, description="of the paired intervals behind 'significantly worse'")
     overfit_patience: int = Field(default=3, ge=1, description="rising checkpoints past the best that raise the alarm")

@@ -140,8 +140,8 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rule",
         choices=list(Rule),
-        help="earliest: the earliest checkpoint not significantly worse than the best; min: the lowest error "
-        "(default: PRICER_RULE, earliest)",
+        help="min: the lowest validation error; curve: the lowest point of a curve fitted through every checkpoint; "
+        "earliest: the earliest checkpoint not significantly worse than the best (default: PRICER_RULE, min)",
     )
     parser.add_argument(
         "--estimator",

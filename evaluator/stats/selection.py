@@ -5,10 +5,15 @@ pair: one bootstrap resample of the items serves every checkpoint at once, which
 the item-to-item variance they share. From the resamples come each checkpoint's paired
 difference to the best, the probability that it is the best, and the choice:
 
-- rule `earliest` (default): the earliest checkpoint whose validation error is not
-  significantly worse than the best's (paired, 95%): for equal error, less training is
-  less overfit;
-- rule `min`: the plainly lowest error.
+- rule `min` (default): the plainly lowest validation error;
+- rule `curve`: the lowest point of a smooth curve fitted through every checkpoint's error
+  (`curve_smoother`), which borrows strength from neighbouring checkpoints;
+- rule `earliest`: the earliest checkpoint whose error is not significantly worse than the
+  best's (paired, 95%). It was the default until `bench/sweeps.py` showed it turns a small
+  validation set's noise into a bias toward under-trained checkpoints.
+
+`bench/sweeps.py` and `bench/tiny_sweeps.py` judge the rules against an oracle on many
+sweeps; the README gives the table.
 
 The chosen checkpoint's test items, never used to choose, give the out-of-sample figure; a
 constant guess (every item at the median price) is the floor a useful model must beat.
@@ -33,6 +38,7 @@ class Rule(StrEnum):
 
     EARLIEST = "earliest"  # the earliest checkpoint not significantly worse than the best
     MIN = "min"  # the plainly lowest error
+    CURVE = "curve"  # the lowest point of a smooth curve fitted through every checkpoint's error
 
 
 @dataclass(frozen=True)
@@ -41,14 +47,14 @@ class Policy:
 
     Args:
         metric: what measures a checkpoint (`mae`, `rmsle`, `hit_rate`).
-        rule: `earliest` or `min` (see the module's docstring).
+        rule: `min`, `curve` or `earliest` (see the module's docstring).
         estimator: which price is read from the model (`argmax` or `mean`).
         confidence: of the paired intervals that decide "significantly worse".
         patience: checkpoints in a row, past the best, whose rise raises the overfitting alarm.
     """
 
     metric: Metric = Metric.MAE
-    rule: Rule = Rule.EARLIEST
+    rule: Rule = Rule.MIN
     estimator: Estimator = Estimator.ARGMAX
     confidence: float = 0.95
     patience: int = 3
@@ -73,9 +79,14 @@ class Policy:
     def statement(self) -> str:
         """The rule in words, as every answer states it."""
         metric = spec(self.metric)
+        better = "highest" if metric.higher_is_better else "lowest"
         if self.rule is Rule.MIN:
-            better = "highest" if metric.higher_is_better else "lowest"
             return f"the checkpoint with the {better} validation {metric.words}"
+        if self.rule is Rule.CURVE:
+            return (
+                f"the checkpoint at the {better} point of a smooth curve fitted through every checkpoint's validation "
+                f"{metric.words} (a Gaussian process over steps, its noise from the paired bootstrap)"
+            )
         return (
             f"the earliest checkpoint whose validation {metric.words} is not significantly worse than the best's "
             f"(paired bootstrap, {self.confidence:.0%})"
@@ -177,11 +188,62 @@ def significantly_worse(difference: Paired, metric: str) -> bool:
     return difference.high < 0 if spec(metric).higher_is_better else difference.low > 0
 
 
+LENGTH_SCALES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # in checkpoints
+AMPLITUDES = (1 / 16, 1 / 4, 1.0, 4.0, 16.0)  # times the variance of the measured curve
+
+
+def curve_smoother(point: np.ndarray, resampled: np.ndarray) -> np.ndarray:
+    """(K, K) matrix S: S @ y is the posterior mean of a smooth curve through the K checkpoints' values y.
+
+    The curve has a Gaussian-process prior over checkpoint index (a constant mean, an exponential covariance:
+    continuous but rough, as real validation curves are, where a squared-exponential one smoothed real minima
+    away in `bench/sweeps.py`); the measurement noise is the paired bootstrap's covariance, so the noise that every
+    checkpoint shares (the same items) moves the whole curve while the differences between neighbours
+    are trusted as far as the items support them. The length scale and amplitude maximise the marginal
+    likelihood of `point` over a small grid; S is linear in y, so it smooths every resample alike.
+    """
+    k = point.size
+    noise = np.cov(resampled, rowvar=False).reshape(k, k)
+    noise += np.eye(k) * (1e-9 * max(float(np.trace(noise)) / k, 1e-12))
+    distance = np.abs(np.subtract.outer(np.arange(k), np.arange(k)))
+    shapes = [np.exp(-distance / length) for length in LENGTH_SCALES]  # exponential: real sweeps have kinks
+    spread = max(float(point.var()), 1e-12)
+    ones, best = np.ones(k), (-np.inf, np.eye(k))
+    for shape in shapes:
+        for amplitude in AMPLITUDES:
+            prior = amplitude * spread * shape
+            total = prior + noise
+            try:
+                lower = np.linalg.cholesky(total)
+            except np.linalg.LinAlgError:
+                continue
+            inverse = np.linalg.inv(total)
+            weights = inverse @ ones / (ones @ inverse @ ones)  # the mean's generalised least-squares estimate
+            centred = np.eye(k) - np.outer(ones, weights)
+            residual = centred @ point
+            likelihood = -0.5 * residual @ inverse @ residual - np.log(np.diag(lower)).sum()
+            if likelihood > best[0]:
+                best = (likelihood, np.outer(ones, weights) + prior @ inverse @ centred)
+    return best[1]
+
+
+def ranked_curve(point: np.ndarray, resampled: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """The (K,) point and (B, K) resampled curves the rule ranks checkpoints on, as "lower is better":
+    the fitted curve for `curve`, else as measured."""
+    point, resampled = spec(policy.metric).sign * point, spec(policy.metric).sign * resampled
+    if policy.rule is Rule.CURVE:
+        smoother = curve_smoother(point, resampled)
+        return smoother @ point, resampled @ smoother.T
+    return point, resampled
+
+
 def pick(point: np.ndarray, resampled: np.ndarray, *, metric: str, rule: str, confidence: float = 0.95) -> tuple[int, int]:
     """(chosen, best) indices among K candidates in training order, from their point (K,) and resampled (B, K) values."""
     best = int(np.argmin(spec(metric).sign * point))  # ties: the earliest
     if Rule(rule) is Rule.MIN:
         return best, best
+    if Rule(rule) is Rule.CURVE:
+        return int(np.argmin(ranked_curve(point, resampled, Policy(metric, Rule.CURVE))[0])), best
     chosen = next(k for k in range(point.size) if not significantly_worse(paired(point, resampled, k, best, confidence), metric))
     return chosen, best
 
@@ -214,7 +276,7 @@ def choose(
     values = np.stack([_per_item(e, metric, estimator, validation_items) for e in by_step])
     point, resampled = paired_resamples(values, metric, samples=samples, seed=seed)
     chosen, best = pick(point, resampled, metric=metric, rule=policy.rule, confidence=confidence)
-    winners = np.argmin(sign * resampled, axis=1)
+    winners = np.argmin(ranked_curve(point, resampled, policy)[1], axis=1)  # where the rule's own curve is lowest
     p_best = np.bincount(winners, minlength=len(by_step)) / samples
     versus_best = [paired(point, resampled, k, best, confidence) for k in range(len(by_step))]
     candidates = [

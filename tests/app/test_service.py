@@ -58,10 +58,11 @@ def test_evaluate_two_revisions_then_best_checkpoint_and_predict(make_server):
         ranking = listing["ranking"]
         assert [r["metrics"]["mae"] for r in ranking] == sorted(job["metrics"]["mae"] for job in done)
         assert [job["id"] for job in listing["jobs"]] == [job["id"] for job in done]
-        best = client.get("/best-checkpoint", params={"repo": REPO}).json()
+        best = client.get("/best-checkpoint", params={"repo": REPO, "rule": "earliest"}).json()
         assert best["rule"].startswith("the earliest checkpoint") and best["evaluated"] == 2
         assert {best["revision"], best["runner_up"]["revision"]} == {"checkpoint-10", "checkpoint-30"}
-        lowest = client.get("/best-checkpoint", params={"repo": REPO, "rule": "min"}).json()
+        lowest = client.get("/best-checkpoint", params={"repo": REPO}).json()  # the default rule: the lowest
+        assert lowest["rule"] == "the checkpoint with the lowest validation average absolute error"
         assert lowest["revision"] == ranking[0]["revision"] and lowest["metrics"] == ranking[0]["metrics"]
         # the rule takes the lowest error, or an earlier checkpoint that is not significantly worse
         assert best["revision"] == lowest["revision"] or (
@@ -70,15 +71,15 @@ def test_evaluate_two_revisions_then_best_checkpoint_and_predict(make_server):
         assert sum(c["p_best"] for c in best["candidates"]) == pytest.approx(1.0)
         n_test = 48 - validation_size(server.env["PRICER_DATA"])
         assert best["test"]["metrics"]["n"] == n_test and 0 < n_test < 48  # out of sample: the test items only
-        assert client.get("/best-checkpoint").json()["commit"] == best["commit"]  # the repo the service serves
+        assert client.get("/best-checkpoint").json()["commit"] == lowest["commit"]  # the repo the service serves
 
-        server.wait_served(best["commit"])
+        server.wait_served(lowest["commit"])
         one = client.post("/predict", json={"description": DESCRIPTIONS[0]}).json()
         batch = client.post("/predict", json={"descriptions": DESCRIPTIONS, "repo": REPO}).json()
-        assert (one["revision"], one["commit"], batch["commit"]) == (best["revision"], best["commit"], best["commit"])
+        assert (one["revision"], one["commit"], batch["commit"]) == (lowest["revision"], lowest["commit"], lowest["commit"])
         assert len(batch["prices"]) == 3 and batch["prices"][0] == one["price"] and one["price"] >= 0
         health = client.get("/health").json()
-        assert health["jobs"]["done"] == 2 and health["jobs"]["queued"] == 0 and health["served"]["commit"] == best["commit"]
+        assert health["jobs"]["done"] == 2 and health["jobs"]["queued"] == 0 and health["served"]["commit"] == lowest["commit"]
 
 
 def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_answering(make_server, tiny_run, tmp_path):

@@ -57,7 +57,7 @@ def test_evaluate_best_predict(capsys, tmp_path, tiny_run, heldout_file):
     code, out, _ = run(capsys, "best", str(tiny_run), *data, "--json", "--rule", "min")
     lowest = json.loads(out)
     assert code == 0 and lowest["commit"] == ranking[0]["commit"] and lowest["runner_up"]["commit"] == ranking[1]["commit"]
-    code, out, _ = run(capsys, "best", str(tiny_run), *data, "--json")
+    code, out, _ = run(capsys, "best", str(tiny_run), *data, "--json", "--rule", "earliest")
     best = json.loads(out)
     assert code == 0 and "not significantly worse" in best["rule"] and len(best["candidates"]) == 3
     assert best["step"] <= lowest["step"]  # the rule never picks a later checkpoint than the lowest error
@@ -67,13 +67,13 @@ def test_evaluate_best_predict(capsys, tmp_path, tiny_run, heldout_file):
 
     code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", *data, "--json")
     answer = json.loads(out)
-    assert code == 0 and answer["commit"] == best["commit"] and 0 <= answer["price"] <= 999
+    assert code == 0 and answer["commit"] == lowest["commit"] and 0 <= answer["price"] <= 999  # the default rule: min
 
     many = tmp_path / "many.jsonl"  # more descriptions than one request takes: priced in several
     catalogue_split()[1].iloc[:70].to_json(many, orient="records", lines=True)
     code, out, _ = run(capsys, "predict", str(tiny_run), "--file", str(many), *data, "--json")
     answers = json.loads(out)
-    assert code == 0 and len(answers) == 70 and {a["commit"] for a in answers} == {best["commit"]}
+    assert code == 0 and len(answers) == 70 and {a["commit"] for a in answers} == {lowest["commit"]}
     lines = tmp_path / "descriptions.txt"
     lines.write_text("Stainless steel 5-quart stand mixer, 10 speeds\n\nCordless drill, 20V, two batteries\n")
     code, out, _ = run(capsys, "predict", str(tiny_run), "--file", str(lines), *data)

@@ -37,7 +37,7 @@ def test_clear_winner_is_chosen_by_both_rules_with_high_p_best():
 
 def test_earliest_rule_prefers_an_earlier_checkpoint_that_is_not_significantly_worse():
     evaluations = _run([50, 20.5, 20.0, 20.2, 35], seed=2)
-    earliest, lowest = choose(evaluations), choose(evaluations, Policy(rule="min"))
+    earliest, lowest = choose(evaluations, Policy(rule="earliest")), choose(evaluations)  # min: the default
     assert earliest.chosen.evaluation.revision.step == 20  # ties within noise: the less trained one
     assert not earliest.chosen.versus_best.significant
     assert lowest.chosen is lowest.best and lowest.best.validation.mae <= earliest.chosen.validation.mae
@@ -78,3 +78,48 @@ def test_overfitting_alarm_needs_a_significant_rise_for_several_checkpoints():
     assert choose(_run([60, 30, 20, 35, 50, 70], seed=4), Policy(patience=4)).overfitting is None  # only 3 past the best
     assert choose(_run([60, 30, 20, 21, 20.5, 21], seed=5), Policy(patience=3)).overfitting is None  # flat: no alarm
     assert choose(_run([60, 40, 30, 25, 20], seed=6)).overfitting is None  # still improving
+
+
+def _jittered(curve: list[float], *, seed: int, n: int = 150) -> list:
+    """Checkpoints whose own noise is independent from one to the next: what a small validation set adds."""
+    return _run(curve, seed=seed, noise=60.0, n=n)
+
+
+def test_curve_rule_on_known_curves():
+    u = [70, 52, 41, 35, 32, 31, 32, 35, 40, 46, 53]  # a U: the bottom at index 5
+    chosen = [choose(_jittered(u, seed=s), Policy(rule="curve")).chosen.evaluation.id for s in range(20)]
+    assert all(3 <= k <= 7 for k in chosen), chosen  # always near the bottom, never on a slope
+    late = [80, 65, 55, 48, 43, 40, 38, 37, 36]  # still improving: the last ones
+    assert all(choose(_jittered(late, seed=s), Policy(rule="curve")).chosen.evaluation.id >= 5 for s in range(10))
+    flat = [40.0] * 9  # pure noise: a pick, and no checkpoint stands out
+    choice = choose(_jittered(flat, seed=0), Policy(rule="curve"))
+    assert 0 <= choice.chosen.evaluation.id < 9 and max(c.p_best for c in choice.candidates) < 0.6
+    assert abs(sum(c.p_best for c in choice.candidates) - 1) < 1e-9
+    assert "a smooth curve fitted" in choice.statement
+
+
+def test_the_curve_lands_nearer_the_true_best_than_the_plain_minimum_when_only_the_measurement_jitters():
+    u = [70, 55, 45, 39, 35, 33, 32, 32.5, 34, 37, 41, 46, 52]
+
+    def regret(rule: str, seed: int) -> float:
+        return u[choose(_jittered(u, seed=seed), Policy(rule=rule)).chosen.evaluation.id] - min(u)
+
+    seeds = range(40)
+    assert np.mean([regret("curve", s) for s in seeds]) < np.mean([regret("min", s) for s in seeds])
+
+
+def test_the_fitted_curve_keeps_a_level_follows_precise_data_and_smooths_noisy_data():
+    from pricer.evaluator.stats.selection import curve_smoother
+
+    rng = np.random.default_rng(0)
+    truth = np.array([50.0, 40, 33, 30, 31, 35, 41])
+    for noise, close in ((0.01, 0.05), (8.0, None)):
+        shared = rng.normal(0, noise, (2000, 1))  # what every checkpoint's measurement shares (the same items)
+        resampled = truth + shared + rng.normal(0, noise / 2, (2000, truth.size))
+        point = truth + rng.normal(0, noise / 2, truth.size)
+        smoother = curve_smoother(point, resampled)
+        assert np.allclose(smoother @ np.ones(truth.size), 1)  # a flat curve stays flat, at its level
+        if close:  # measured precisely: the curve goes through the points
+            assert np.abs(smoother @ point - point).max() < close
+        else:  # measured noisily: the curve is smoother than the points
+            assert np.abs(np.diff(smoother @ point, 2)).sum() < np.abs(np.diff(point, 2)).sum()
