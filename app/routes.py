@@ -27,10 +27,10 @@ from pricer.app.schemas import (
 )
 from pricer.app.webhooks import WebhookPayload, WebhookSecret, content_update
 from pricer.evaluator.errors import NotEvaluated
-from pricer.evaluator.records import Estimator, JobStatus
+from pricer.evaluator.records import JobStatus
 from pricer.evaluator.service import PROMETHEUS_CONTENT_TYPE, PricerService
 from pricer.evaluator.stats.metrics import Metric
-from pricer.evaluator.stats.selection import Rule
+from pricer.evaluator.stats.selection import EstimatorChoice, Rule
 from pricer.evaluator.views.report import render_dashboard, render_views
 
 router = APIRouter()
@@ -94,7 +94,7 @@ def read_best_checkpoint(
     repo: str | None = RepoQuery,
     metric: Metric | None = None,
     rule: Rule | None = None,
-    estimator: Estimator | None = None,
+    estimator: EstimatorChoice | None = None,
 ) -> BestCheckpoint:
     """The checkpoint the service's policy chooses on validation items (or with the metric, rule or estimator asked),
     its evidence, the runner-up and its test figure."""
@@ -184,7 +184,9 @@ def predict(body: PredictRequest, service: ServiceDep) -> PredictionPublic | Pre
     descriptions = body.descriptions if body.descriptions is not None else [body.description or ""]
     answer = PredictionsPublic.of(service.predict(descriptions, repo=body.repo))
     if body.descriptions is None:
-        return PredictionPublic(price=answer.prices[0], **answer.model_dump(exclude={"prices"}))
+        return PredictionPublic(
+            price=answer.prices[0], interval=answer.intervals[0], **answer.model_dump(exclude={"prices", "intervals"})
+        )
     return answer
 
 

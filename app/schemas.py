@@ -129,6 +129,12 @@ class BestCheckpoint(CandidatePublic):
     test: TestFigure | None = Field(
         description="the chosen checkpoint on the test items, never used to choose: the expected error in use"
     )
+    estimators: dict[str, float] = Field(
+        description="with estimator=auto: the validation metric of the checkpoint chosen under each estimator"
+    )
+    coverage: float | None = Field(
+        description="the share of test prices inside the chosen checkpoint's 80% intervals (80% when calibrated)"
+    )
     baseline: MetricsPublic = Field(description="every validation item priced at their median: what a checkpoint must beat")
     runner_up: CandidatePublic | None = Field(
         description="the best-scoring other checkpoint: the best one when the rule chose a less trained checkpoint"
@@ -149,6 +155,8 @@ class BestCheckpoint(CandidatePublic):
             evaluated=len(choice.candidates),
             served=served,
             test=TestFigure(metrics=_metrics(choice.test), intervals=choice.test.intervals) if choice.test else None,
+            estimators=choice.estimators,
+            coverage=choice.coverage,
             baseline=_metrics(choice.baseline),
             runner_up=CandidatePublic.of(repo, choice.runner_up) if choice.runner_up else None,
             versus_runner_up=PairedPublic(**choice.versus_runner_up.to_dict()) if choice.versus_runner_up else None,
@@ -191,16 +199,25 @@ class PredictRequest(BaseModel):
         return self
 
 
+INTERVAL_TEXT = "the central 80% of the model's distribution over prices: (10th, 90th percentile)"
+
+
 class PredictionPublic(CheckpointPublic):
     price: float
+    interval: tuple[float, float] = Field(description=INTERVAL_TEXT)
 
 
 class PredictionsPublic(CheckpointPublic):
     prices: list[float]
+    intervals: list[tuple[float, float]] = Field(description=f"per price, {INTERVAL_TEXT}")
 
     @classmethod
     def of(cls, prediction: ServedPrediction) -> PredictionsPublic:
-        return cls(prices=prediction.prices, **CheckpointPublic.fields(prediction.repo, prediction.revision))
+        return cls(
+            prices=prediction.prices,
+            intervals=prediction.intervals,
+            **CheckpointPublic.fields(prediction.repo, prediction.revision),
+        )
 
 
 class Health(BaseModel):

@@ -13,14 +13,18 @@ from enum import StrEnum
 
 import numpy as np
 
+from pricer.evaluator.errors import NotEvaluated
 from pricer.evaluator.stats.metrics import Metrics, score
 
 
 class Estimator(StrEnum):
-    """Which price is read from the model's distribution over 0..999."""
+    """Which price is read from the model's distribution over 0..999 (all come from the one forward pass)."""
 
     ARGMAX = "argmax"  # the most likely number
-    MEAN = "mean"  # the probability-weighted mean
+    MEAN = "mean"  # the probability-weighted mean: minimises the expected squared error
+    MEDIAN = "median"  # minimises the expected absolute error
+    LOG = "log"  # exp(E[log(1 + price)]) - 1: minimises the expected squared log error (RMSLE)
+    HIT = "hit"  # the price with the most probability inside its hit band (within $40 or 20%)
 
 
 class Part(StrEnum):
@@ -62,9 +66,26 @@ class ItemPrices:
     argmax: np.ndarray
     mean: np.ndarray
     p_number: np.ndarray
+    # the other estimates and the central 80% interval; None in evaluations stored by an earlier pricer
+    median: np.ndarray | None = None
+    log: np.ndarray | None = None
+    hit: np.ndarray | None = None
+    low: np.ndarray | None = None  # the 10th percentile
+    high: np.ndarray | None = None  # the 90th percentile
 
     def guesses(self, estimator: str = Estimator.ARGMAX) -> np.ndarray:
-        return self.argmax if Estimator(estimator) is Estimator.ARGMAX else self.mean
+        values = getattr(self, Estimator(estimator).value)
+        if values is None:
+            raise NotEvaluated(f"the {estimator} estimate was not stored for this evaluation (an earlier pricer made it)")
+        return values
+
+    @property
+    def has_estimates(self) -> bool:
+        """Whether every estimate and the interval were stored."""
+        return all(getattr(self, name) is not None for name in ESTIMATES)
+
+
+ESTIMATES = ("median", "log", "hit", "low", "high")  # beyond argmax and mean
 
 
 @dataclass(frozen=True)

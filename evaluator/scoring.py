@@ -2,7 +2,9 @@
 
 One batched forward pass per batch: the next-token distribution after "Price is $",
 restricted to the tokens of the integers 0..999 (Llama 3 has one token for each), gives
-both the argmax price and the probability-weighted mean. A tokenizer without such tokens
+every estimate at once: the argmax, the mean, the median (best for the average error),
+exp(E[log(1 + price)]) - 1 (best for RMSLE), the price most likely to be a hit, and a
+central 80% interval. A tokenizer without such tokens
 falls back to greedy generation and parsing the number.
 """
 
@@ -26,7 +28,8 @@ from tqdm.auto import tqdm
 from pricer.evaluator.checkpoints.adapters import AdapterFiles
 from pricer.evaluator.checkpoints.sources import HUB_ID
 from pricer.evaluator.errors import HubUnavailable, IncompatibleAdapter, ModelLoadError
-from pricer.evaluator.records import ItemPrices
+from pricer.evaluator.records import ESTIMATES, ItemPrices
+from pricer.evaluator.stats.metrics import METRICS
 
 log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 16  # items per forward pass when none is given, off CUDA
@@ -223,18 +226,19 @@ class PriceModel:
         lengths = [len(ids) for ids in encoded]
         if batch_size is None:
             batch_size = self.auto_batch_size(max(lengths, default=1))
-        argmax, mean, p_number = (np.zeros(len(prompts)) for _ in range(3))
+        columns = {name: np.zeros(len(prompts)) for name in PRICE_COLUMNS}
         done = 0
         with tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
             for rows in batch_order(lengths, batch_size):
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(self.device)
                 with self.lock, self.using(adapter) as model:
-                    argmax[rows], mean[rows], p_number[rows] = self._price_batch(model, batch)
+                    for name, values in self._price_batch(model, batch).items():
+                        columns[name][rows] = values
                 bar.update(len(rows))
                 done += len(rows)
                 if on_batch is not None:
                     on_batch(done, len(prompts))
-        return ItemPrices(argmax=argmax, mean=mean, p_number=p_number)
+        return ItemPrices(**columns)
 
     def _encode(self, prompts: list[str], key: str | None) -> list[list[int]]:
         """The prompts' token ids; kept under `key` for the next call (the last few keys only)."""
@@ -273,7 +277,7 @@ class PriceModel:
             yield self._peft
 
     @torch.inference_mode()
-    def _price_batch(self, model: torch.nn.Module, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _price_batch(self, model: torch.nn.Module, batch) -> dict[str, np.ndarray]:
         if not self.number_ids:
             return self._generate_batch(model, batch)
         # positions count real tokens only, as generate() does, so left padding changes nothing
@@ -283,14 +287,48 @@ class PriceModel:
         log_probs = logits.log_softmax(-1)[:, self.number_ids]  # (B, 1000): log P(next token = "k")
         p_number = log_probs.exp().sum(-1)
         probs = (log_probs - log_probs.logsumexp(-1, keepdim=True)).exp()  # renormalised over numbers
-        values = torch.arange(1000, device=probs.device, dtype=probs.dtype)
-        return probs.argmax(-1).cpu().numpy(), (probs @ values).cpu().numpy(), p_number.cpu().numpy()
+        return {**estimates(probs), "p_number": p_number.cpu().numpy()}
 
-    def _generate_batch(self, model: torch.nn.Module, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _generate_batch(self, model: torch.nn.Module, batch) -> dict[str, np.ndarray]:
         out = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         prices = np.array([parse_price(text) for text in texts])
-        return prices, prices, np.full(len(texts), np.nan)
+        return {**{name: prices for name in PRICE_COLUMNS if name != "p_number"}, "p_number": np.full(len(texts), np.nan)}
+
+
+PRICE_COLUMNS = ("argmax", "mean", "p_number", *ESTIMATES)
+INTERVAL = (0.1, 0.9)  # the central 80% of the distribution
+_hit_bands: dict[torch.device, torch.Tensor] = {}
+
+
+def _hit_band(device: torch.device) -> torch.Tensor:
+    """(1000, 1000): 1 where guessing g (column) for a true price y (row) is a hit, by the metric's own rule."""
+    if device not in _hit_bands:
+        values = np.arange(1000, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            band = METRICS["hit_rate"].per_item(values[:, None], values[None, :])
+        _hit_bands[device] = torch.tensor(band, dtype=torch.float32, device=device)
+    return _hit_bands[device]
+
+
+def estimates(probs: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every price estimate and the central 80% interval from (B, 1000) probabilities over the prices 0..999."""
+    values = torch.arange(1000, device=probs.device, dtype=probs.dtype)
+    cdf = probs.cumsum(-1)
+
+    def quantile(q: float) -> torch.Tensor:  # the smallest price whose cumulative probability reaches q
+        return (cdf < q - 1e-6).sum(-1).clamp(max=999).to(probs.dtype)
+
+    found = {
+        "argmax": probs.argmax(-1).to(probs.dtype),
+        "mean": probs @ values,
+        "median": quantile(0.5),
+        "log": torch.expm1(probs @ torch.log1p(values)),
+        "hit": (probs @ _hit_band(probs.device)).argmax(-1).to(probs.dtype),
+        "low": quantile(INTERVAL[0]),
+        "high": quantile(INTERVAL[1]),
+    }
+    return {name: value.cpu().numpy() for name, value in found.items()}
 
 
 def _cached_or_downloaded(load, base: str, **options):

@@ -14,9 +14,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pricer.evaluator.data import CATALOGUE
-from pricer.evaluator.records import Estimator
 from pricer.evaluator.stats.metrics import Metric
-from pricer.evaluator.stats.selection import Policy, Rule
+from pricer.evaluator.stats.selection import EstimatorChoice, Policy, Rule
 
 
 def default_home() -> Path:
@@ -59,7 +58,10 @@ class Settings(BaseSettings):
     test_share: float = Field(default=0.5, ge=0, lt=1, description="share of held-out items kept for the test part")
     metric: Metric = Field(default=Metric.MAE, description="what chooses the checkpoint")
     rule: Rule = Field(default=Rule.MIN, description="how the checkpoint is chosen: min, curve or earliest")
-    estimator: Estimator = Field(default=Estimator.ARGMAX, description="which price is read from the model")
+    estimator: EstimatorChoice = Field(
+        default=EstimatorChoice.ARGMAX,
+        description="which price is read from the model: argmax, mean, median, log, hit, or auto (chosen on validation)",
+    )
     confidence: float = Field(default=0.95, gt=0, lt=1, description="of the paired intervals behind 'significantly worse'")
     overfit_patience: int = Field(default=3, ge=1, description="rising checkpoints past the best that raise the alarm")
     watch_interval: float = Field(default=30.0, gt=0, description="seconds between polls of a watched repo")

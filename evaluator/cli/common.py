@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pricer.evaluator.records import Estimator
 from pricer.evaluator.stats.metrics import METRICS, Metric, Metrics, spec
-from pricer.evaluator.stats.selection import Choice, Rule
+from pricer.evaluator.stats.selection import Choice, EstimatorChoice, Rule
 
 
 def settings_from(args: argparse.Namespace):
@@ -145,8 +144,9 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--estimator",
-        choices=list(Estimator),
-        help="the price read from the model: most likely number or probability-weighted mean (default: argmax)",
+        choices=list(EstimatorChoice),
+        help="the price read from the model's distribution: argmax, mean, median (best for the average error), log "
+        "(best for RMSLE), hit (best for the hit rate), or auto: the one that scores best on validation (default: argmax)",
     )
     parser.add_argument("--patience", type=int, help="rising checkpoints that raise the overfitting alarm (default: 3)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -28,7 +28,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     revisions = None if args.all or not args.revision else args.revision
     evaluations = service.evaluate(repo, revisions, progress=not args.json)
     unique = list({e.id: e for e in evaluations}.values())  # "main" and its sha are one checkpoint
-    ranked = rank(unique, metric=service.policy.metric, estimator=service.policy.estimator)
+    ranked = rank(unique, metric=service.policy.metric, estimator=service.choice(repo).policy.estimator)  # auto: resolved
     if args.json:
         print_json([r.to_dict() for r in ranked])
         return
@@ -71,12 +71,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
             service.serve(repo)
             prediction = service.predict(batch, repo=repo)
         rev = prediction.revision
-        answers += [{"price": p, "revision": rev.revision, "commit": rev.commit} for p in prediction.prices]
+        answers += [
+            {"price": p, "interval": interval, "revision": rev.revision, "commit": rev.commit}
+            for p, interval in zip(prediction.prices, prediction.intervals, strict=True)
+        ]
     if args.json:
         print_json(answers[0] if len(answers) == 1 and not args.file else answers)
         return
     for description, answer in zip(descriptions, answers, strict=True):
-        print(f"${answer['price']:,.2f}  {' '.join(description.split())[:70]}")
+        low, high = answer["interval"]
+        print(f"${answer['price']:,.2f} (80%: ${low:,.0f}-${high:,.0f})  {' '.join(description.split())[:70]}")
     for revision, commit in dict.fromkeys((a["revision"], a["commit"]) for a in answers):
         print(f"(from {revision}, commit {commit[:10]})")
 

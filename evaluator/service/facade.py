@@ -25,7 +25,7 @@ from pricer.evaluator.service.watching import Watching
 from pricer.evaluator.service.worker import Executor, JobRunner, ThreadWorker
 from pricer.evaluator.settings import Settings
 from pricer.evaluator.stats.ranking import Ranked, rank
-from pricer.evaluator.stats.selection import Choice, Policy, choose
+from pricer.evaluator.stats.selection import Choice, EstimatorChoice, Policy, choose
 from pricer.evaluator.store import JobQueue, Watches
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class ServedPrediction:
     prices: list[float]
     repo: str
     revision: Revision
+    intervals: list[tuple[float, float]]  # the central 80% of the model's distribution, per price
 
 
 class PricerService:
@@ -301,9 +302,13 @@ class PricerService:
                 raise ModelNotReady(f"{name}: the best adapter is still loading; try again shortly")
             raise ModelNotReady(f"{name}: nothing is evaluated yet, so no adapter can answer: POST /evaluate first")
         rows, served = self._serving.price(name, prompts)
-        column = 0 if self.policy.but(estimator=estimator).estimator == "argmax" else 1
+        column = self.policy.but(estimator=estimator).estimator
+        if column == EstimatorChoice.AUTO:  # the estimator chosen with the served checkpoint
+            column = self.choice(name, estimator=column).policy.estimator
         self.telemetry.prediction_seconds.observe(time.perf_counter() - started)
-        return ServedPrediction([float(row[column]) for row in rows], served.repo, served.revision)
+        return ServedPrediction(
+            [row[column] for row in rows], served.repo, served.revision, [(row["low"], row["high"]) for row in rows]
+        )
 
     def _restore_served(self) -> None:
         for repo in self._jobs.repos():

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from pricer.evaluator.checkpoints.sources import CheckpointSource
 from pricer.evaluator.evaluate import Evaluator, adapter_name
-from pricer.evaluator.records import Evaluation, Revision
+from pricer.evaluator.records import Estimator, Evaluation, Revision
 from pricer.evaluator.scoring import PriceModel
 from pricer.evaluator.service.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 
-Rows = list[tuple[float, float]]  # (argmax, mean) per prompt
+ROW_COLUMNS = (*(e.value for e in Estimator), "low", "high")
+Rows = list[dict[str, float]]  # every estimate and the interval's ends, per prompt
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Serving:
         return served
 
     def price(self, repo: str, prompts: list[str]) -> tuple[Rows, Served]:
-        """(argmax, mean) per prompt from the adapter served for `repo`, batched with concurrent requests."""
+        """Every estimate per prompt from the adapter served for `repo`, batched with concurrent requests."""
         if self.max_batch > 1:
             return self._batcher(repo).submit(prompts)
         return self._price(repo, prompts)
@@ -97,4 +98,5 @@ class Serving:
                 served = self._served[repo]
                 if served.model is model:  # else a new choice on another base was swapped in meanwhile: take that
                     prices = model.price(prompts, adapter=served.adapter, batch_size=len(prompts))
-                    return list(zip(prices.argmax.tolist(), prices.mean.tolist(), strict=True)), served
+                    columns = {name: getattr(prices, name).tolist() for name in ROW_COLUMNS}
+                    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)], served

@@ -21,7 +21,7 @@ constant guess (every item at the median price) is the floor a useful model must
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -31,6 +31,8 @@ from pricer.evaluator.records import Estimator, Evaluation
 from pricer.evaluator.stats.metrics import Metric, Metrics, score, spec
 
 SAMPLES = 2000
+# an estimator, or "auto": the one whose chosen checkpoint scores best on the validation items
+EstimatorChoice = StrEnum("EstimatorChoice", {**{e.name: e.value for e in Estimator}, "AUTO": "auto"})
 
 
 class Rule(StrEnum):
@@ -48,20 +50,21 @@ class Policy:
     Args:
         metric: what measures a checkpoint (`mae`, `rmsle`, `hit_rate`).
         rule: `min`, `curve` or `earliest` (see the module's docstring).
-        estimator: which price is read from the model (`argmax` or `mean`).
+        estimator: which price is read from the model (`argmax`, `mean`, `median`, `log`, `hit`), or `auto`:
+            the one whose chosen checkpoint scores best on validation, chosen together with the checkpoint.
         confidence: of the paired intervals that decide "significantly worse".
         patience: checkpoints in a row, past the best, whose rise raises the overfitting alarm.
     """
 
     metric: Metric = Metric.MAE
     rule: Rule = Rule.MIN
-    estimator: Estimator = Estimator.ARGMAX
+    estimator: EstimatorChoice = EstimatorChoice.ARGMAX
     confidence: float = 0.95
     patience: int = 3
 
     def __post_init__(self) -> None:
         spec(self.metric)  # a clear error for an unknown metric
-        for name, kind in (("metric", Metric), ("rule", Rule), ("estimator", Estimator)):
+        for name, kind in (("metric", Metric), ("rule", Rule), ("estimator", EstimatorChoice)):
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:
@@ -144,6 +147,8 @@ class Choice:
     test: Metrics | None  # the chosen checkpoint on the test items: the out-of-sample figure
     overfitting: Overfitting | None
     baseline: Metrics  # every validation item priced at their median: what a model has to beat
+    estimators: dict[str, float] = field(default_factory=dict)  # with `auto`: each estimator's chosen validation metric
+    coverage: float | None = None  # the share of test prices inside the chosen checkpoint's 80% intervals
 
     @property
     def metric(self) -> Metric:
@@ -263,9 +268,11 @@ def choose(
         policy: the metric, rule, estimator, confidence and alarm patience.
         test_mask: (n,) True for test items: left out of the choice, scored for the chosen one only.
     """
-    metric, estimator, confidence = policy.metric, policy.estimator, policy.confidence
     if not evaluations:
         raise NotEvaluated("nothing is evaluated yet")
+    if policy.estimator == EstimatorChoice.AUTO:
+        return _with_the_best_estimator(evaluations, policy, test_mask=test_mask, samples=samples, seed=seed)
+    metric, estimator, confidence = policy.metric, policy.estimator, policy.confidence
     by_step = sorted(evaluations, key=lambda e: (e.revision.step if e.revision.step is not None else 10**12, e.id))
     test = np.zeros(by_step[0].n, dtype=bool) if test_mask is None else np.asarray(test_mask, dtype=bool)
     validation_items = np.flatnonzero(~test)
@@ -301,12 +308,33 @@ def choose(
         test=test_metrics,
         overfitting=_overfitting(point, resampled, best, by_step, metric, policy.patience, confidence),
         baseline=constant_guess(by_step[0].truth[validation_items]),
+        coverage=_coverage(by_step[chosen], test_items),
     )
+
+
+def _coverage(evaluation: Evaluation, items: np.ndarray) -> float | None:
+    """Whether "80%" means 80%: the share of these items' true prices inside their predicted intervals."""
+    low, high = evaluation.prices.low, evaluation.prices.high
+    if low is None or high is None or items.size == 0:
+        return None
+    truth = evaluation.truth[items]
+    return float(((low[items] <= truth) & (truth <= high[items])).mean())
 
 
 def constant_guess(truth: np.ndarray) -> Metrics:
     """The metrics of pricing every item at the items' median price: the best constant guess for the average error."""
     return score(truth, np.full(truth.size, np.median(truth)))
+
+
+def _with_the_best_estimator(evaluations: list[Evaluation], policy: Policy, **options) -> Choice:
+    """The choice under each estimator every evaluation holds; the one whose chosen checkpoint scores best on
+    the validation items wins (ties: the first in `Estimator`'s order, argmax first). Test items stay out."""
+    held = [e for e in Estimator if all(getattr(ev.prices, e.value) is not None for ev in evaluations)]
+    choices = {e.value: choose(evaluations, policy.but(estimator=e.value), **options) for e in held}
+    sign = spec(policy.metric).sign
+    figures = {name: c.chosen.validation.value(policy.metric) for name, c in choices.items()}
+    winner = min(figures, key=lambda name: sign * figures[name])
+    return replace(choices[winner], estimators=figures)
 
 
 def _overfitting(

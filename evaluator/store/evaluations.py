@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.types import TypeDecorator
 
 from pricer.evaluator.errors import StoreUnavailable
-from pricer.evaluator.records import Evaluation, EvaluationKey, ItemPrices, Revision
+from pricer.evaluator.records import ESTIMATES, Evaluation, EvaluationKey, ItemPrices, Revision
 
 
 def utcnow() -> datetime:
@@ -99,6 +99,12 @@ class PredictionRow(Base):
     argmax: Mapped[float] = mapped_column(Float)
     mean: Mapped[float] = mapped_column(Float)
     p_number: Mapped[float | None] = mapped_column(Float)
+    # the other estimates and the 80% interval (null in rows an earlier pricer wrote)
+    median: Mapped[float | None] = mapped_column(Float)
+    log: Mapped[float | None] = mapped_column(Float)
+    hit: Mapped[float | None] = mapped_column(Float)
+    low: Mapped[float | None] = mapped_column(Float)
+    high: Mapped[float | None] = mapped_column(Float)
     test: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # a test item: never used to choose
 
 
@@ -107,6 +113,8 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
     table = np.array(
         [(p.truth, p.argmax, p.mean, np.nan if p.p_number is None else p.p_number, bool(p.test)) for p in row.predictions]
     )
+    extra = np.array([[np.nan if getattr(p, name) is None else getattr(p, name) for name in ESTIMATES] for p in row.predictions])
+    estimates = {} if np.isnan(extra).any() else dict(zip(ESTIMATES, extra.T, strict=True))
     return Evaluation(
         id=row.id,
         revision=Revision(ckpt.source, ckpt.revision, ckpt.commit, ckpt.step, ckpt.epoch, ckpt.message, ckpt.train_loss),
@@ -115,7 +123,7 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
         dataset_fingerprint=row.dataset_fingerprint,
         config_key=row.config_key,
         truth=table[:, 0],
-        prices=ItemPrices(argmax=table[:, 1], mean=table[:, 2], p_number=table[:, 3]),
+        prices=ItemPrices(argmax=table[:, 1], mean=table[:, 2], p_number=table[:, 3], **estimates),
         test=table[:, 4].astype(bool),
         seconds=row.seconds,
         created_at=row.created_at,
@@ -127,6 +135,7 @@ def _add_missing_columns(engine) -> None:
     added = {
         ("predictions", "test"): "BOOLEAN NOT NULL DEFAULT FALSE",
         ("checkpoints", "train_loss"): "FLOAT",
+        **{("predictions", name): "FLOAT" for name in ESTIMATES},
     }
     for (table, column), kind in added.items():
         if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
@@ -218,6 +227,7 @@ class Store:
                     n=int(truth.size),
                     seconds=seconds,
                 )
+                extra = {name: getattr(prices, name) for name in ESTIMATES if getattr(prices, name) is not None}
                 row.predictions = [
                     PredictionRow(
                         item=i,
@@ -226,6 +236,7 @@ class Store:
                         mean=float(m),
                         p_number=None if np.isnan(p) else float(p),
                         test=bool(is_test),
+                        **{name: float(values[i]) for name, values in extra.items()},
                     )
                     for i, (t, a, m, p, is_test) in enumerate(
                         zip(truth, prices.argmax, prices.mean, prices.p_number, test, strict=True)

@@ -78,6 +78,10 @@ def test_evaluate_two_revisions_then_best_checkpoint_and_predict(make_server):
         batch = client.post("/predict", json={"descriptions": DESCRIPTIONS, "repo": REPO}).json()
         assert (one["revision"], one["commit"], batch["commit"]) == (lowest["revision"], lowest["commit"], lowest["commit"])
         assert len(batch["prices"]) == 3 and batch["prices"][0] == one["price"] and one["price"] >= 0
+        assert 0 <= one["interval"][0] <= one["interval"][1] <= 999 and batch["intervals"][0] == one["interval"]
+        auto = client.get("/best-checkpoint", params={"repo": REPO, "estimator": "auto"}).json()  # chosen on validation
+        assert set(auto["estimators"]) == {"argmax", "mean", "median", "log", "hit"} and auto["estimator"] in auto["estimators"]
+        assert auto["metrics"]["mae"] == min(auto["estimators"].values()) and 0 <= auto["coverage"] <= 1
         health = client.get("/health").json()
         assert health["jobs"]["done"] == 2 and health["jobs"]["queued"] == 0 and health["served"]["commit"] == lowest["commit"]
 

@@ -37,6 +37,42 @@ def test_one_pass_argmax_is_greedy_decoding_and_batching_changes_nothing(model, 
         assert tok.decode(out[0, -1:]) == str(int(price))
 
 
+def _distribution(model, name: str, prompt: str) -> np.ndarray:
+    """The renormalised next-token probabilities over 0..999, computed here directly from the logits."""
+    import torch
+
+    encoded = model.tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode(), model.lock, model.using(name) as active:
+        logits = active(**encoded).logits[0, -1].double()
+    numbers = logits[number_token_ids(model.tokenizer)]
+    return torch.softmax(numbers, -1).numpy()
+
+
+def test_every_estimate_and_the_interval_agree_with_the_distribution(model, tiny_run, catalogue_heldout):
+    name = model.load_adapter(read_adapter(tiny_run / "checkpoint-30"), "c30-estimates")
+    prompts = catalogue_heldout.prompts[:6]
+    prices = model.price(prompts, adapter=name, batch_size=3)
+    assert prices.has_estimates
+    values = np.arange(1000.0)
+    for i, prompt in enumerate(prompts):
+        p = _distribution(model, name, prompt)
+        cdf = np.cumsum(p)
+        hit = [p[(np.abs(g - values) < 40) | (np.abs(g - values) < 0.2 * values)].sum() for g in values]
+        expected = {
+            "argmax": p.argmax(),
+            "mean": p @ values,
+            "median": np.searchsorted(cdf, 0.5),
+            "log": np.expm1(p @ np.log1p(values)),
+            "hit": int(np.argmax(hit)),
+            "low": np.searchsorted(cdf, 0.1),
+            "high": np.searchsorted(cdf, 0.9),
+        }
+        for estimate, value in expected.items():
+            assert getattr(prices, estimate)[i] == pytest.approx(value, rel=1e-3, abs=1.01), (estimate, i)
+        assert prices.low[i] <= prices.median[i] <= prices.high[i]
+    model.release_adapter(name)
+
+
 def test_adapters_swap_without_reloading_the_base(model, tiny_run, catalogue_heldout):
     base_weights = model.model.get_input_embeddings().weight
     prompts = catalogue_heldout.prompts[:16]

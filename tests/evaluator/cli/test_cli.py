@@ -77,7 +77,8 @@ def test_evaluate_best_predict(capsys, tmp_path, tiny_run, heldout_file):
     lines = tmp_path / "descriptions.txt"
     lines.write_text("Stainless steel 5-quart stand mixer, 10 speeds\n\nCordless drill, 20V, two batteries\n")
     code, out, _ = run(capsys, "predict", str(tiny_run), "--file", str(lines), *data)
-    assert code == 0 and out.count("\n") == 3 and out.splitlines()[0].startswith(f"${answer['price']:,.2f}  Stainless")
+    assert code == 0 and out.count("\n") == 3 and out.splitlines()[0].startswith(f"${answer['price']:,.2f} (80%: $")
+    assert out.splitlines()[0].endswith("Stainless steel 5-quart stand mixer, 10 speeds") and answer["interval"][0] <= answer["price"] <= answer["interval"][1]
 
     code, out, _ = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", "--data", str(heldout_file))
     assert code == 0 and "checkpoint-20" in out and "avg error" in out and "checkpoint-10" not in out

@@ -123,3 +123,46 @@ def test_the_fitted_curve_keeps_a_level_follows_precise_data_and_smooths_noisy_d
             assert np.abs(smoother @ point - point).max() < close
         else:  # measured noisily: the curve is smoother than the points
             assert np.abs(np.diff(smoother @ point, 2)).sum() < np.abs(np.diff(point, 2)).sum()
+
+
+def _estimated(truth: np.ndarray, guesses: dict[str, np.ndarray], test: np.ndarray, k: int = 0, low=None, high=None):
+    prices = ItemPrices(p_number=np.ones(truth.size), low=low, high=high, **guesses)
+    revision = Revision("run", f"checkpoint-{10 * (k + 1)}", f"c{k}", step=10 * (k + 1))
+    return Evaluation(k, revision, "b", "d", "fp", "cfg", truth, prices, test, 0.0, datetime.now())
+
+
+def test_auto_chooses_the_estimator_on_validation_items_only_and_reports_each():
+    rng = np.random.default_rng(7)
+    n = 400
+    truth = rng.uniform(20, 400, n)
+    test = np.arange(n) % 2 == 0
+    near, far = truth + rng.normal(0, 5, n), truth + rng.normal(0, 60, n)
+    # on validation items the median is near the truth; on test items the argmax is: test items must not decide
+    guesses = {
+        "argmax": np.where(test, near, far),
+        "median": np.where(test, far, near),
+        **{name: far for name in ("mean", "log", "hit")},
+    }
+    runs = [_estimated(truth, guesses, test, k) for k in range(3)]
+    choice = choose(runs, Policy(estimator="auto"), test_mask=test)
+    assert choice.policy.estimator == "median" and set(choice.estimators) == {"argmax", "mean", "median", "log", "hit"}
+    assert choice.estimators["median"] == min(choice.estimators.values()) == choice.chosen.validation.mae
+    assert choice.test.mae == pytest.approx(np.abs(far - truth)[test].mean())  # the honest, bad test figure
+    older = [_estimated(truth, {"argmax": near, "mean": far}, test, k) for k in range(2)]  # stored before the estimates
+    assert set(choose(older, Policy(estimator="auto"), test_mask=test).estimators) == {"argmax", "mean"}
+
+
+def test_an_interval_from_a_calibrated_model_covers_about_80_percent_of_test_prices():
+    rng = np.random.default_rng(3)
+    n = 4000
+    centre = rng.uniform(50, 500, n)
+    truth = centre * np.exp(rng.normal(0, 0.3, n))  # the model's distribution is the truth's: calibrated
+    z = 1.2815515655446004  # the standard normal's 90th percentile
+    low, high = centre * np.exp(-0.3 * z), centre * np.exp(0.3 * z)
+    test = np.arange(n) % 2 == 0
+    run = _estimated(truth, {"argmax": centre, "mean": centre}, test, low=low, high=high)
+    coverage = choose([run], test_mask=test).coverage
+    assert coverage == pytest.approx(0.8, abs=0.03)
+    too_narrow = _estimated(truth, {"argmax": centre, "mean": centre}, test, low=centre * 0.98, high=centre * 1.02)
+    assert choose([too_narrow], test_mask=test).coverage < 0.2  # an overconfident model shows as such
+    assert choose([_estimated(truth, {"argmax": centre, "mean": centre}, test)], test_mask=test).coverage is None
