@@ -104,6 +104,11 @@ def print_choice(choice: Choice) -> None:
         print(f"  test ({choice.test.n} items, never used to choose): the error to expect in use")
         for name, cell in metric_cells(choice.test).items():
             print(f"    {name:<10} {cell}")
+        if choice.coverage is not None:
+            print(f"    80% intervals hold {choice.coverage:.1%} of the test prices")
+    if choice.estimators:
+        shown = ", ".join(f"{name} {spec(choice.metric).show(value)}" for name, value in choice.estimators.items())
+        print(f"  estimator {choice.policy.estimator}, chosen on validation among: {shown}")
     metric = spec(choice.metric)
     if choice.runner_up:
         d = choice.versus_runner_up
@@ -146,7 +151,7 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
         "--estimator",
         choices=list(EstimatorChoice),
         help="the price read from the model's distribution: argmax, mean, median (best for the average error), log "
-        "(best for RMSLE), hit (best for the hit rate), or auto: the one that scores best on validation (default: argmax)",
+        "(best for RMSLE), hit (best for the hit rate), or auto: the one that scores best on validation (default: PRICER_ESTIMATOR, argmax)",
     )
     parser.add_argument("--patience", type=int, help="rising checkpoints that raise the overfitting alarm (default: 3)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -304,7 +304,7 @@ class PricerService:
         rows, served = self._serving.price(name, prompts)
         column = self.policy.but(estimator=estimator).estimator
         if column == EstimatorChoice.AUTO:  # the estimator chosen with the served checkpoint
-            column = self.choice(name, estimator=column).policy.estimator
+            column = served.estimator
         self.telemetry.prediction_seconds.observe(time.perf_counter() - started)
         return ServedPrediction(
             [row[column] for row in rows], served.repo, served.revision, [(row["low"], row["high"]) for row in rows]
@@ -329,7 +329,7 @@ class PricerService:
                 choice.overfitting.checkpoints,
                 choice.overfitting.since_step,
             )
-        self._serving.serve(repo, choice.chosen.evaluation, self.source(repo))
+        self._serving.serve(repo, choice.chosen.evaluation, self.source(repo), choice.policy.estimator)
 
     def _served_revisions(self) -> list[tuple[str, Revision]]:
         return self._serving.revisions()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pricer.evaluator.checkpoints.sources import CheckpointSource
 from pricer.evaluator.evaluate import Evaluator, adapter_name
@@ -31,6 +31,7 @@ class Served:
     evaluation: Evaluation
     model: PriceModel
     adapter: str
+    estimator: str = Estimator.ARGMAX  # the price it answers with: the one chosen with the checkpoint
 
     @property
     def revision(self) -> Revision:
@@ -59,16 +60,20 @@ class Serving:
         with self._lock:
             return any(s.model is model and s.adapter == adapter for s in self._served.values())
 
-    def serve(self, repo: str, evaluation: Evaluation, source: CheckpointSource) -> Served:
-        """Serve `evaluation`'s checkpoint for `repo`; an adapter already loaded (just evaluated) is used as it is."""
+    def serve(self, repo: str, evaluation: Evaluation, source: CheckpointSource, estimator: str = Estimator.ARGMAX) -> Served:
+        """Serve `evaluation`'s checkpoint for `repo`, answering with `estimator`; an adapter already loaded (just
+        evaluated) is used as it is."""
         current = self.get(repo)
         if current is not None and current.evaluation.id == evaluation.id:
+            if current.estimator != estimator:
+                with self._lock:
+                    current = self._served[repo] = replace(current, estimator=estimator)
             return current
         model = self.evaluator.model(evaluation.base_model)
         name = adapter_name(evaluation.revision)
         if name not in model.adapters:
             model.load_adapter(source.fetch(evaluation.revision).adapter, name=name)
-        served = Served(repo, evaluation, model, name)
+        served = Served(repo, evaluation, model, name, estimator)
         with model.lock:  # no prediction runs between the swap and the release of the old adapter
             with self._lock:
                 self._served[repo] = served
