@@ -132,6 +132,10 @@ class BestCheckpoint(CandidatePublic):
     estimators: dict[str, float] = Field(
         description="with estimator=auto: the validation metric of the checkpoint chosen under each estimator"
     )
+    cross_fitted: dict | None = Field(
+        description="without test items: the rule chosen on random halves of the validation items and scored on the "
+        "other halves ({value, spread: (2.5th, 97.5th percentile over folds), folds}): the error to expect in use"
+    )
     coverage: float | None = Field(
         description="the share of test prices inside the chosen checkpoint's 80% intervals (80% when calibrated)"
     )
@@ -157,6 +161,7 @@ class BestCheckpoint(CandidatePublic):
             test=TestFigure(metrics=_metrics(choice.test), intervals=choice.test.intervals) if choice.test else None,
             estimators=choice.estimators,
             coverage=choice.coverage,
+            cross_fitted=choice.cross_fitted.to_dict() if choice.cross_fitted else None,
             baseline=_metrics(choice.baseline),
             runner_up=CandidatePublic.of(repo, choice.runner_up) if choice.runner_up else None,
             versus_runner_up=PairedPublic(**choice.versus_runner_up.to_dict()) if choice.versus_runner_up else None,

@@ -106,6 +106,13 @@ def print_choice(choice: Choice) -> None:
             print(f"    {name:<10} {cell}")
         if choice.coverage is not None:
             print(f"    80% intervals hold {choice.coverage:.1%} of the test prices")
+    if choice.cross_fitted:
+        cf = choice.cross_fitted
+        print(
+            f"  out of sample, cross-fitted (no test items: the rule on random halves, scored on the other halves): "
+            f"{spec(choice.metric).short} {spec(choice.metric).show(cf.value)} {spec(choice.metric).show_interval(cf.low, cf.high)} "
+            f"over {cf.folds} folds"
+        )
     if choice.estimators:
         shown = ", ".join(f"{name} {spec(choice.metric).show(value)}" for name, value in choice.estimators.items())
         print(f"  estimator {choice.policy.estimator}, chosen on validation among: {shown}")

@@ -135,6 +135,20 @@ class Overfitting:
 
 
 @dataclass(frozen=True)
+class CrossFitted:
+    """The error to expect from the checkpoint the policy picks, measured without a test part: the validation
+    items are halved at random `repeats` times, and a choice made on each half is scored on the other half."""
+
+    value: float  # the mean over every fold
+    low: float  # the 2.5th and 97.5th percentiles over the folds: how much the figure moves with the split
+    high: float
+    folds: int
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "spread": (self.low, self.high), "folds": self.folds}
+
+
+@dataclass(frozen=True)
 class Choice:
     """The chosen checkpoint and the evidence for it."""
 
@@ -149,6 +163,7 @@ class Choice:
     baseline: Metrics  # every validation item priced at their median: what a model has to beat
     estimators: dict[str, float] = field(default_factory=dict)  # with `auto`: each estimator's chosen validation metric
     coverage: float | None = None  # the share of test prices inside the chosen checkpoint's 80% intervals
+    cross_fitted: CrossFitted | None = None  # without test items: the out-of-sample figure by cross-fitting
 
     @property
     def metric(self) -> Metric:
@@ -309,7 +324,35 @@ def choose(
         overfitting=_overfitting(point, resampled, best, by_step, metric, policy.patience, confidence),
         baseline=constant_guess(by_step[0].truth[validation_items]),
         coverage=_coverage(by_step[chosen], test_items),
+        cross_fitted=None if test_items.size else cross_fit(values, policy, seed=seed),
     )
+
+
+CROSS_FIT_REPEATS = 10
+CROSS_FIT_SAMPLES = 500  # bootstrap resamples per fold: enough for the rules' decisions
+
+
+def halves(n: int, *, repeats: int = CROSS_FIT_REPEATS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(choose on, score on) item indices: `repeats` random halvings of n items, each half used both ways."""
+    folds = []
+    for repeat in range(repeats):
+        order = np.random.default_rng((seed, repeat)).permutation(n)
+        first, second = np.sort(order[: n // 2]), np.sort(order[n // 2 :])
+        folds += [(first, second), (second, first)]
+    return folds
+
+
+def cross_fit(values: np.ndarray, policy: Policy, *, seed: int = 0) -> CrossFitted | None:
+    """The policy's rule run on one half of the (K, n) per-item values and scored on the other, over `halves`."""
+    if values.shape[1] < 20:  # halves too small to choose on
+        return None
+    metric = spec(policy.metric)
+    scores = []
+    for fold, (fit, held) in enumerate(halves(values.shape[1], seed=seed)):
+        point, resampled = paired_resamples(values[:, fit], policy.metric, samples=CROSS_FIT_SAMPLES, seed=seed + fold)
+        k, _ = pick(point, resampled, metric=policy.metric, rule=policy.rule, confidence=policy.confidence)
+        scores.append(float(metric.of_means(values[k, held].mean())))
+    return CrossFitted(float(np.mean(scores)), float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5)), len(scores))
 
 
 def _coverage(evaluation: Evaluation, items: np.ndarray) -> float | None:

@@ -216,3 +216,15 @@ def test_demo_no_serve_stops_after_the_ranking(capsys, tiny_base, tmp_path):
         and "report.html" in out
         and "serving" not in out
     )
+
+
+def test_with_no_test_part_every_item_chooses_and_the_figure_is_cross_fitted(capsys, tiny_run, heldout_file, monkeypatch):
+    monkeypatch.setenv("PRICER_TEST_SHARE", "0")
+    assert run(capsys, "evaluate", str(tiny_run), "--data", str(heldout_file))[0] == 0
+    code, out, _ = run(capsys, "best", str(tiny_run), "--data", str(heldout_file), "--json")
+    best = json.loads(out)
+    assert code == 0 and best["test"] is None and best["metrics"]["n"] == 32  # every held-out item chose
+    assert best["cross_fitted"]["folds"] == 20 and best["cross_fitted"]["value"] > 0
+    low, high = best["cross_fitted"]["spread"]
+    assert low <= best["cross_fitted"]["value"] <= high
+    assert "cross-fitted" in run(capsys, "best", str(tiny_run), "--data", str(heldout_file))[1]

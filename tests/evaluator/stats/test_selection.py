@@ -166,3 +166,21 @@ def test_an_interval_from_a_calibrated_model_covers_about_80_percent_of_test_pri
     too_narrow = _estimated(truth, {"argmax": centre, "mean": centre}, test, low=centre * 0.98, high=centre * 1.02)
     assert choose([too_narrow], test_mask=test).coverage < 0.2  # an overconfident model shows as such
     assert choose([_estimated(truth, {"argmax": centre, "mean": centre}, test)], test_mask=test).coverage is None
+
+
+def test_without_test_items_the_out_of_sample_figure_is_cross_fitted_on_halves_never_reused():
+    from pricer.evaluator.stats.selection import halves
+
+    for fit, held in halves(101, repeats=4, seed=2):
+        assert not set(fit) & set(held) and len(fit) + len(held) == 101  # the choice never sees what scores it
+    runs = _run([60, 40, 30, 35, 50], seed=1)
+    choice = choose(runs)  # no test mask: every item chooses
+    cf = choice.cross_fitted
+    assert choice.test is None and cf.folds == 20 and cf.low <= cf.value <= cf.high
+    assert cf.value >= choice.chosen.validation.mae - 5  # about the chosen one's error, without its optimism
+    # on pure noise the in-sample minimum is optimistic and the cross-fitted figure is not
+    flat = _run([40.0] * 8, seed=5)
+    noisy = choose(flat)
+    truth = np.mean([e.metrics().mae for e in flat])
+    assert noisy.chosen.validation.mae < truth <= noisy.cross_fitted.value + 1.0
+    assert choose(runs, test_mask=np.arange(N) % 3 == 0).cross_fitted is None  # a test part: that figure instead
