@@ -324,7 +324,7 @@ def choose(
         overfitting=_overfitting(point, resampled, best, by_step, metric, policy.patience, confidence),
         baseline=constant_guess(by_step[0].truth[validation_items]),
         coverage=_coverage(by_step[chosen], test_items),
-        cross_fitted=None if test_items.size else cross_fit(values, policy, seed=seed),
+        cross_fitted=None if test_items.size else cross_fit({estimator: values}, policy, seed=seed),
     )
 
 
@@ -342,16 +342,25 @@ def halves(n: int, *, repeats: int = CROSS_FIT_REPEATS, seed: int = 0) -> list[t
     return folds
 
 
-def cross_fit(values: np.ndarray, policy: Policy, *, seed: int = 0) -> CrossFitted | None:
-    """The policy's rule run on one half of the (K, n) per-item values and scored on the other, over `halves`."""
-    if values.shape[1] < 20:  # halves too small to choose on
+def cross_fit(values: dict[str, np.ndarray], policy: Policy, *, seed: int = 0) -> CrossFitted | None:
+    """The policy's rule run on one half of the items and scored on the other, over `halves`.
+
+    `values` holds the (K, n) per-item values under each estimator the choice may take: with several (`auto`),
+    the estimator too is chosen on the fitting half only, so the figure pays for that choice as well.
+    """
+    n = next(iter(values.values())).shape[1]
+    if n < 20:  # halves too small to choose on
         return None
     metric = spec(policy.metric)
     scores = []
-    for fold, (fit, held) in enumerate(halves(values.shape[1], seed=seed)):
-        point, resampled = paired_resamples(values[:, fit], policy.metric, samples=CROSS_FIT_SAMPLES, seed=seed + fold)
-        k, _ = pick(point, resampled, metric=policy.metric, rule=policy.rule, confidence=policy.confidence)
-        scores.append(float(metric.of_means(values[k, held].mean())))
+    for fold, (fit, held) in enumerate(halves(n, seed=seed)):
+        picks = {}
+        for name, per_item in values.items():
+            point, resampled = paired_resamples(per_item[:, fit], policy.metric, samples=CROSS_FIT_SAMPLES, seed=seed + fold)
+            k, _ = pick(point, resampled, metric=policy.metric, rule=policy.rule, confidence=policy.confidence)
+            picks[name] = (metric.sign * point[k], k)
+        name = min(picks, key=lambda e: picks[e][0])
+        scores.append(float(metric.of_means(values[name][picks[name][1], held].mean())))
     return CrossFitted(float(np.mean(scores)), float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5)), len(scores))
 
 
@@ -377,7 +386,14 @@ def _with_the_best_estimator(evaluations: list[Evaluation], policy: Policy, **op
     sign = spec(policy.metric).sign
     figures = {name: c.chosen.validation.value(policy.metric) for name, c in choices.items()}
     winner = min(figures, key=lambda name: sign * figures[name])
-    return replace(choices[winner], estimators=figures)
+    cross_fitted = choices[winner].cross_fitted
+    if cross_fitted is not None:  # choose the estimator inside each fold too
+        by_step = [c.evaluation for c in choices[winner].candidates]
+        mask = options.get("test_mask")
+        items = np.flatnonzero(~(np.zeros(by_step[0].n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)))
+        values = {name: np.stack([_per_item(e, policy.metric, name, items) for e in by_step]) for name in choices}
+        cross_fitted = cross_fit(values, policy, seed=options.get("seed", 0))
+    return replace(choices[winner], estimators=figures, cross_fitted=cross_fitted)
 
 
 def _overfitting(

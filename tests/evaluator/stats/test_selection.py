@@ -184,3 +184,16 @@ def test_without_test_items_the_out_of_sample_figure_is_cross_fitted_on_halves_n
     truth = np.mean([e.metrics().mae for e in flat])
     assert noisy.chosen.validation.mae < truth <= noisy.cross_fitted.value + 1.0
     assert choose(runs, test_mask=np.arange(N) % 3 == 0).cross_fitted is None  # a test part: that figure instead
+
+
+def test_auto_without_test_items_chooses_the_estimator_inside_each_cross_fitting_fold():
+    rng = np.random.default_rng(11)
+    n = 300
+    truth = rng.uniform(20, 400, n)
+    noisy = {name: truth + rng.normal(0, 40, n) for name in ("argmax", "mean", "median", "log", "hit")}
+    runs = [_estimated(truth, noisy, np.zeros(n, dtype=bool), k) for k in range(3)]
+    choice = choose(runs, Policy(estimator="auto"))
+    cf = choice.cross_fitted
+    assert cf is not None and cf.folds == 20 and len(choice.estimators) == 5
+    # five equally good estimators: the in-sample winner is lucky, the nested cross-fitted figure is not
+    assert choice.chosen.validation.mae <= cf.value
