@@ -74,15 +74,13 @@ class ItemPrices:
     high: np.ndarray | None = None  # the 90th percentile
 
     def guesses(self, estimator: str = Estimator.ARGMAX) -> np.ndarray:
-        values = getattr(self, Estimator(estimator).value)
-        if values is None:
+        if not self.holds(Estimator(estimator)):
             raise NotEvaluated(f"the {estimator} estimate was not stored for this evaluation (an earlier pricer made it)")
-        return values
+        return getattr(self, Estimator(estimator).value)
 
-    @property
-    def has_estimates(self) -> bool:
-        """Whether every estimate and the interval were stored."""
-        return all(getattr(self, name) is not None for name in ESTIMATES)
+    def holds(self, estimate: str) -> bool:
+        """Whether this estimate (or interval end) was stored: an earlier pricer stored only argmax and mean."""
+        return getattr(self, str(estimate)) is not None
 
 
 ESTIMATES = ("median", "log", "hit", "low", "high")  # beyond argmax and mean

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.waiting import until
+
 API_TOKEN = "s3cret-token-for-tests"
 
 
@@ -76,23 +78,15 @@ class ServerProcess:
                 self.kill()
 
     def wait_for(self, job_id: int, statuses: tuple[str, ...] = ("done", "failed"), timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def finished() -> dict | None:
             job = self.client.get(f"/evaluations/{job_id}").json()
-            if job["status"] in statuses:
-                return job
-            time.sleep(0.05)
-        raise TimeoutError(f"job {job_id} is still {job['status']}")
+            return job if job["status"] in statuses else None
+
+        return until(finished, f"job {job_id} to finish", timeout=timeout)
 
     def wait_served(self, commit: str, timeout: float = 60) -> None:
         """Until /health names `commit` as the served adapter."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            served = self.client.get("/health").json()["served"]
-            if served and served["commit"] == commit:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"{commit} is not served")
+        until(lambda: (self.client.get("/health").json()["served"] or {}).get("commit") == commit, f"{commit} to be served", timeout=timeout)
 
     def __enter__(self) -> ServerProcess:
         return self if self.process is not None else self.start()

@@ -8,9 +8,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 from tests.server import API_TOKEN
+from tests.waiting import until
 
 REPO = "local/tiny-run"
 POLICY = {"PRICER_METRIC": "rmsle", "PRICER_RULE": "min", "PRICER_OVERFIT_PATIENCE": "2", "PRICER_ESTIMATOR": "mean"}
@@ -40,10 +40,8 @@ def test_the_api_dashboard_served_adapter_and_cli_name_the_same_checkpoint(make_
         lowest = min(best["candidates"], key=lambda c: c["metrics"]["rmsle"])
         assert best["revision"] == lowest["revision"]  # the rule in the environment, not the default one
 
-        deadline = time.monotonic() + 60  # the worker serves the choice after the last job
-        while (client.get("/health").json()["served"] or {}).get("revision") != best["revision"]:
-            assert time.monotonic() < deadline, "the served adapter is not the policy's choice"
-            time.sleep(0.05)
+        served = lambda: (client.get("/health").json()["served"] or {}).get("revision") == best["revision"]  # noqa: E731
+        until(served, "the worker to serve the policy's choice after the last job", timeout=60)
         assert client.post("/predict", json={"description": "A 5-quart stand mixer"}).json()["revision"] == best["revision"]
         views = client.get("/dashboard/views", params={"repo": REPO}).text
         assert re.search(rf'<span id="chosen-revision">{best["revision"]}</span>', views)

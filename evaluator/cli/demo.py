@@ -45,7 +45,7 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
     if not (settings.home / "tiny-llama" / "pricer-tiny.json").is_file():
         print(
             "building the tiny base model (a tokenizer and 300 pretraining steps): done once, kept in "
-            f"{settings.home / 'tiny-llama'}; about a minute on 2 idle CPU cores"
+            f"{settings.home / 'tiny-llama'}; about 35 s on 2 idle CPU cores"
         )
     base = make_tiny_base(settings.home / "tiny-llama", progress=True)
     root = settings.home / "runs"

@@ -19,6 +19,7 @@ from pricer.evaluator.cli.common import (
 )
 from pricer.evaluator.data import MAX_DESCRIPTIONS
 from pricer.evaluator.errors import InvalidPredictionInput, ModelNotReady
+from pricer.evaluator.stats.selection import EstimatorChoice
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -28,7 +29,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     revisions = None if args.all or not args.revision else args.revision
     evaluations = service.evaluate(repo, revisions, progress=not args.json)
     unique = list({e.id: e for e in evaluations}.values())  # "main" and its sha are one checkpoint
-    ranked = rank(unique, metric=service.policy.metric, estimator=service.choice(repo).policy.estimator)  # auto: resolved
+    estimator = service.policy.estimator
+    if estimator == EstimatorChoice.AUTO:  # the estimator the choice takes, asked of the core
+        estimator = service.choice(repo).policy.estimator
+    ranked = rank(unique, metric=service.policy.metric, estimator=estimator)
     if args.json:
         print_json([r.to_dict() for r in ranked])
         return

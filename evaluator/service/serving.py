@@ -31,7 +31,7 @@ class Served:
     evaluation: Evaluation
     model: PriceModel
     adapter: str
-    estimator: str = Estimator.ARGMAX  # the price it answers with: the one chosen with the checkpoint
+    estimator: str  # the price it answers with: the one chosen with the checkpoint
 
     @property
     def revision(self) -> Revision:
@@ -60,7 +60,7 @@ class Serving:
         with self._lock:
             return any(s.model is model and s.adapter == adapter for s in self._served.values())
 
-    def serve(self, repo: str, evaluation: Evaluation, source: CheckpointSource, estimator: str = Estimator.ARGMAX) -> Served:
+    def serve(self, repo: str, evaluation: Evaluation, source: CheckpointSource, estimator: str) -> Served:
         """Serve `evaluation`'s checkpoint for `repo`, answering with `estimator`; an adapter already loaded (just
         evaluated) is used as it is."""
         current = self.get(repo)

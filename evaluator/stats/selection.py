@@ -285,8 +285,23 @@ def choose(
     """
     if not evaluations:
         raise NotEvaluated("nothing is evaluated yet")
-    if policy.estimator == EstimatorChoice.AUTO:
-        return _with_the_best_estimator(evaluations, policy, test_mask=test_mask, samples=samples, seed=seed)
+    estimators = [policy.estimator]
+    if policy.estimator == EstimatorChoice.AUTO:  # every estimator all the evaluations hold (ties: argmax first)
+        estimators = [e.value for e in Estimator if all(ev.prices.holds(e) for ev in evaluations)]
+    under = {e: _choose_under(evaluations, policy.but(estimator=e), test_mask, samples, seed) for e in estimators}
+    sign = spec(policy.metric).sign
+    figures = {e: choice.chosen.validation.value(policy.metric) for e, (choice, _) in under.items()}
+    winner = min(figures, key=lambda e: sign * figures[e])  # on validation items only
+    choice = under[winner][0]
+    if choice.test is None:  # no test part: the out-of-sample figure by cross-fitting, estimator choice included
+        choice = replace(choice, cross_fitted=cross_fit({e: values for e, (_, values) in under.items()}, policy, seed=seed))
+    return replace(choice, estimators=figures) if policy.estimator == EstimatorChoice.AUTO else choice
+
+
+def _choose_under(
+    evaluations: list[Evaluation], policy: Policy, test_mask: np.ndarray | None, samples: int, seed: int
+) -> tuple[Choice, np.ndarray]:
+    """The choice under one estimator, and the (K, n) per-item validation values it was made on."""
     metric, estimator, confidence = policy.metric, policy.estimator, policy.confidence
     by_step = sorted(evaluations, key=lambda e: (e.revision.step if e.revision.step is not None else 10**12, e.id))
     test = np.zeros(by_step[0].n, dtype=bool) if test_mask is None else np.asarray(test_mask, dtype=bool)
@@ -324,8 +339,7 @@ def choose(
         overfitting=_overfitting(point, resampled, best, by_step, metric, policy.patience, confidence),
         baseline=constant_guess(by_step[0].truth[validation_items]),
         coverage=_coverage(by_step[chosen], test_items),
-        cross_fitted=None if test_items.size else cross_fit({estimator: values}, policy, seed=seed),
-    )
+    ), values
 
 
 CROSS_FIT_REPEATS = 10
@@ -376,24 +390,6 @@ def _coverage(evaluation: Evaluation, items: np.ndarray) -> float | None:
 def constant_guess(truth: np.ndarray) -> Metrics:
     """The metrics of pricing every item at the items' median price: the best constant guess for the average error."""
     return score(truth, np.full(truth.size, np.median(truth)))
-
-
-def _with_the_best_estimator(evaluations: list[Evaluation], policy: Policy, **options) -> Choice:
-    """The choice under each estimator every evaluation holds; the one whose chosen checkpoint scores best on
-    the validation items wins (ties: the first in `Estimator`'s order, argmax first). Test items stay out."""
-    held = [e for e in Estimator if all(getattr(ev.prices, e.value) is not None for ev in evaluations)]
-    choices = {e.value: choose(evaluations, policy.but(estimator=e.value), **options) for e in held}
-    sign = spec(policy.metric).sign
-    figures = {name: c.chosen.validation.value(policy.metric) for name, c in choices.items()}
-    winner = min(figures, key=lambda name: sign * figures[name])
-    cross_fitted = choices[winner].cross_fitted
-    if cross_fitted is not None:  # choose the estimator inside each fold too
-        by_step = [c.evaluation for c in choices[winner].candidates]
-        mask = options.get("test_mask")
-        items = np.flatnonzero(~(np.zeros(by_step[0].n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)))
-        values = {name: np.stack([_per_item(e, policy.metric, name, items) for e in by_step]) for name in choices}
-        cross_fitted = cross_fit(values, policy, seed=options.get("seed", 0))
-    return replace(choices[winner], estimators=figures, cross_fitted=cross_fitted)
 
 
 def _overfitting(

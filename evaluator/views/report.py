@@ -55,7 +55,7 @@ class RepoView:
     served: Revision | None
     watched: bool
     charts: Charts | None
-    serving_metric: str = "mae"  # what the service's own policy chooses the served adapter by
+    serving_metric: str  # what the service's own policy chooses the served adapter by
 
     @property
     def live(self) -> bool:

@@ -8,6 +8,7 @@ import shutil
 import time
 
 from tests.server import API_TOKEN
+from tests.waiting import until
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 JSON = {"Content-Type": "application/json"}
@@ -126,9 +127,7 @@ def test_every_bad_request_is_a_clear_4xx_and_the_service_keeps_working(make_ser
         assert client.get("/health").json()["status"] == "ok"
         job = client.post("/evaluate", json={"repo": REPO, "revision": "checkpoint-20"}, headers=AUTH).json()
         assert server.wait_for(job["id"])["status"] == "done"  # and it still evaluates
-        deadline = time.monotonic() + 60
-        while client.get("/health").json()["served"] is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        until(lambda: client.get("/health").json()["served"], "an adapter to be served", timeout=60)
         assert client.post("/predict", json={"description": "a lamp"}, headers=AUTH).status_code == 200
         assert server.process.poll() is None
     log = server.log.read_text()
@@ -156,10 +155,9 @@ def test_a_run_with_a_broken_checkpoint_evaluates_the_others_and_reports_it(make
         latest = client.post("/evaluate", json={"repo": "local/crashed"}, headers=AUTH)
         assert latest.status_code == 202 and latest.json()["revision"] == "checkpoint-20", latest.text
         assert client.post("/watches", json={"repo": "local/crashed"}, headers=AUTH).status_code == 202
-        deadline = time.monotonic() + 180
-        while (watch := client.get("/watches/local/crashed").json())["jobs"]["done"] < 2:
-            assert time.monotonic() < deadline, watch
-            time.sleep(0.2)
+        watch = until(
+            lambda: (w := client.get("/watches/local/crashed").json())["jobs"]["done"] >= 2 and w, "both checkpoints", timeout=180
+        )
         assert watch["jobs"]["failed"] == 1 and watch["checkpoints"] == 2 and watch["last_error"] is None, watch
         jobs = client.get("/evaluations", params={"repo": "local/crashed"}).json()["jobs"]
         broken = [job for job in jobs if job["status"] == "failed"]

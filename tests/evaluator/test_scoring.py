@@ -5,6 +5,7 @@ from pricer.evaluator.checkpoints.adapters import read_adapter
 from pricer.evaluator.data import catalogue_split, heldout_from_frame
 from pricer.evaluator.embedded.tiny import make_tiny_base
 from pricer.evaluator.errors import IncompatibleAdapter, ModelLoadError
+from pricer.evaluator.records import ESTIMATES
 from pricer.evaluator.scoring import PriceModel, number_token_ids, parse_price
 from pricer.trainer import preset, train
 
@@ -52,7 +53,7 @@ def test_every_estimate_and_the_interval_agree_with_the_distribution(model, tiny
     name = model.load_adapter(read_adapter(tiny_run / "checkpoint-30"), "c30-estimates")
     prompts = catalogue_heldout.prompts[:6]
     prices = model.price(prompts, adapter=name, batch_size=3)
-    assert prices.has_estimates
+    assert all(prices.holds(name) for name in ESTIMATES)
     values = np.arange(1000.0)
     for i, prompt in enumerate(prompts):
         p = _distribution(model, name, prompt)

@@ -19,6 +19,7 @@ from pricer.trainer import PricerCallback, preset, train
 from pricer.trainer.dataset import IGNORE, CompletionOnly
 from tests.conftest import REAL_DATA
 from tests.server import API_TOKEN, free_port
+from tests.waiting import until
 
 APPLIANCES = REAL_DATA / "appliances_lite_2000.jsonl"
 
@@ -177,13 +178,11 @@ class _WaitForEvaluations(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.saves += 1
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        def evaluated() -> bool:
             jobs = self.server.client.get("/health").json()["jobs"]
-            if len(self.sender.accepted) >= self.saves and jobs["queued"] == jobs["running"] == 0:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"checkpoint {state.global_step} was not evaluated")
+            return len(self.sender.accepted) >= self.saves and jobs["queued"] == jobs["running"] == 0
+
+        until(evaluated, f"checkpoint {state.global_step} to be evaluated", timeout=300)
 
 
 def test_the_alarm_rises_when_validation_error_rises_and_the_callback_stops_training(make_server, tiny_base, tmp_path):

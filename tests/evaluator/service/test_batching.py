@@ -6,6 +6,7 @@ import time
 import pytest
 
 from pricer.evaluator.service.batching import MicroBatcher
+from tests.waiting import until
 
 
 def test_concurrent_requests_share_batches_and_get_their_own_answers():
@@ -61,13 +62,6 @@ class Submit(threading.Thread):
             self.error = exc
 
 
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
-
-
 class GatedRun:
     """A `run` whose n-th pass starts (`started[n]`) and then waits until the test opens `gates[n]`."""
 
@@ -106,7 +100,7 @@ def test_a_short_request_is_answered_while_a_long_one_is_still_being_priced():
     long = Submit(batcher, [f"l{i}" for i in range(12)])
     assert run.started[0].wait(10)
     short = Submit(batcher, ["s"])
-    wait_until(lambda: batcher._queue.qsize() == 1)  # queued while the long request's first pass runs
+    until(lambda: batcher._queue.qsize() == 1, "the request to queue", every=0.001)  # queued while the long request's first pass runs
     run.gates[0].set()
     run.gates[1].set()  # only the second pass: the long request still has items left
     short.join(10)
@@ -140,9 +134,9 @@ def test_a_failing_pass_fails_only_the_requests_in_it():
     long = Submit(batcher, ["l0", "l1", "l2", "l3"])
     assert run.started[0].wait(10)
     first = Submit(batcher, ["s1"])
-    wait_until(lambda: batcher._queue.qsize() == 1)
+    until(lambda: batcher._queue.qsize() == 1, "one queued request", every=0.001)
     second = Submit(batcher, ["s2"])
-    wait_until(lambda: batcher._queue.qsize() == 2)  # both wait while the first pass runs
+    until(lambda: batcher._queue.qsize() == 2, "two queued requests", every=0.001)  # both wait while the first pass runs
     for gate in run.gates:
         gate.set()
     for request in (long, first, second):

@@ -17,17 +17,9 @@ from pricer.evaluator.service import PricerService
 from pricer.evaluator.service.loop import Loop
 from pricer.evaluator.service.worker import JobRunner
 from tests.server import write_items
+from tests.waiting import until
 
 REPO = "local/tiny-run"
-
-
-def _until(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 class FullDisk:
@@ -58,7 +50,7 @@ def _done(service: PricerService, job_id: int) -> Job | None:
 
 def test_a_full_disk_is_reported_and_jobs_run_again_once_it_has_room(service):
     first, _ = service.submit(REPO, "checkpoint-10")
-    assert _until(lambda: _done(service, first.job.id), "first job").status == JobStatus.DONE
+    assert until(lambda: _done(service, first.job.id), "first job").status == JobStatus.DONE
     assert service.health() == []
 
     disk = FullDisk(service._evaluator.store.engine)
@@ -70,19 +62,19 @@ def test_a_full_disk_is_reported_and_jobs_run_again_once_it_has_room(service):
 
     disk.full = False
     cut, _ = service.submit(REPO, "checkpoint-20")
-    _until(lambda: service.activity(), "the job to start")  # claimed: now its evaluation cannot be saved
+    until(lambda: service.activity(), "the job to start")  # claimed: now its evaluation cannot be saved
     disk.full = True
-    problems = _until(lambda: len(service.health()) == 2 and service.health(), "the unrecorded failure to be reported")
+    problems = until(lambda: len(service.health()) == 2 and service.health(), "the unrecorded failure to be reported")
     assert any(f"job {cut.job.id} failed but the store cannot record it" in p for p in problems), problems
     assert [t.is_alive() for t in threading.enumerate() if t.name == "pricer-worker"] == [True]
     assert service.job(cut.job.id).job.status == JobStatus.RUNNING  # as the store last heard
 
     disk.full = False
-    job = _until(lambda: _done(service, cut.job.id), "the cut-off job to be recorded")
+    job = until(lambda: _done(service, cut.job.id), "the cut-off job to be recorded")
     assert job.status == JobStatus.FAILED and "disk is full" in job.error, job
     later, _ = service.submit(REPO, "checkpoint-30")
-    assert _until(lambda: _done(service, later.job.id), "a job after the fault").status == JobStatus.DONE
-    assert _until(lambda: service.health() == [], "health after the fault")
+    assert until(lambda: _done(service, later.job.id), "a job after the fault").status == JobStatus.DONE
+    assert until(lambda: service.health() == [], "health after the fault")
     assert service.job_counts()[JobStatus.RUNNING] == 0
 
 
@@ -98,10 +90,10 @@ def test_a_worker_thread_that_died_is_reported_and_started_again(service):
 
     loop.step = dies_once
     loop.wake()
-    _until(lambda: not loop.alive, "the worker thread to end")
+    until(lambda: not loop.alive, "the worker thread to end")
     assert any("started again" in p for p in service.health())
     job, _ = service.submit(REPO, "checkpoint-10")
-    assert _until(lambda: _done(service, job.job.id), "a job on the revived worker").status == JobStatus.DONE
+    assert until(lambda: _done(service, job.job.id), "a job on the revived worker").status == JobStatus.DONE
     assert service.health() == []
 
 
@@ -142,7 +134,7 @@ def test_a_loop_survives_a_failing_first_step_and_can_be_revived():
     loop = Loop("test-loop", step, first=first, wait=0.01)
     loop.start()
     assert ran.wait(30)
-    _until(lambda: not loop.alive, "the loop to end")
+    until(lambda: not loop.alive, "the loop to end")
     ran.clear()
     assert loop.revive() and ran.wait(30)
     loop.stop(5)

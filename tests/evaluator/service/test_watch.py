@@ -6,17 +6,9 @@ import shutil
 import time
 
 from tests.server import API_TOKEN
+from tests.waiting import until
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def _until(condition, timeout: float = 90, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def _add_checkpoint(source, run, name: str) -> None:
@@ -40,13 +32,13 @@ def test_a_watched_run_is_evaluated_once_per_checkpoint_as_they_appear(make_serv
         assert client.post("/watches", json={"repo": "local/growing"}).status_code == 401
         assert client.post("/watches", json={"repo": "../etc"}, headers=AUTH).status_code == 422
         assert client.post("/watches", json={"repo": "local/growing", "interval_seconds": 0.3}, headers=AUTH).status_code == 202
-        _until(lambda: watch()["jobs"]["done"] == 1, what="the first checkpoint evaluated")
+        until(lambda: watch()["jobs"]["done"] == 1, "the first checkpoint evaluated")
         first = client.get("/best-checkpoint").json()
-        _until(lambda: (client.get("/health").json()["served"] or {}).get("commit") == first["commit"], what="served")
+        until(lambda: (client.get("/health").json()["served"] or {}).get("commit") == first["commit"], "served")
 
         _add_checkpoint(tiny_run, run, "checkpoint-20")
         _add_checkpoint(tiny_run, run, "checkpoint-30")
-        _until(lambda: watch()["jobs"]["done"] == 3, what="the new checkpoints evaluated")
+        until(lambda: watch()["jobs"]["done"] == 3, "the new checkpoints evaluated")
         time.sleep(1.5)  # several more polls: nothing is evaluated twice
         state = watch()
         assert state["jobs"] == {"queued": 0, "running": 0, "done": 3, "failed": 0} and state["checkpoints"] == 3
@@ -56,7 +48,7 @@ def test_a_watched_run_is_evaluated_once_per_checkpoint_as_they_appear(make_serv
 
         best = client.get("/best-checkpoint").json()
         assert state["chosen"]["commit"] == best["commit"]
-        _until(lambda: client.get("/health").json()["served"]["commit"] == best["commit"], what="the served adapter follows")
+        until(lambda: client.get("/health").json()["served"]["commit"] == best["commit"], "the served adapter follows")
         assert client.get("/predict", params={}).status_code == 405
         answer = client.post("/predict", json={"description": "Cordless drill"}).json()
         assert answer["commit"] == best["commit"]
@@ -71,7 +63,7 @@ def test_watching_an_empty_run_reports_why_and_keeps_polling(make_server, tmp_pa
     (runs / "empty").mkdir(parents=True)
     with make_server(PRICER_CHECKPOINT_ROOT=str(runs), PRICER_WATCH_INTERVAL="0.2").start() as server:
         server.client.post("/watches", json={"repo": "local/empty"}, headers=AUTH)
-        state = _until(lambda: (w := server.client.get("/watches/local/empty").json())["last_error"] and w, what="an error")
+        state = until(lambda: (w := server.client.get("/watches/local/empty").json())["last_error"] and w, "an error")
         assert "no checkpoint" in state["last_error"] and server.client.get("/health").status_code == 200
 
 

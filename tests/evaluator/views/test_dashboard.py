@@ -21,21 +21,12 @@ def _evaluate(server, *revisions: str) -> list[dict]:
     return [server.wait_for(job["id"]) for job in jobs]
 
 
-def _served(server, commit: str) -> None:
-    import time
-
-    deadline = time.monotonic() + 60
-    while (served := server.client.get("/health").json()["served"]) is None or served["commit"] != commit:
-        assert time.monotonic() < deadline, f"{commit} is not served"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def evaluated(make_server):
     """A server with checkpoint-10, -20 and -30 of the tiny run evaluated, and the chosen one served."""
     with make_server().start() as server:
         assert [job["status"] for job in _evaluate(server, "checkpoint-10", "checkpoint-20", "checkpoint-30")] == ["done"] * 3
-        _served(server, server.client.get("/best-checkpoint").json()["commit"])
+        server.wait_served(server.client.get("/best-checkpoint").json()["commit"])
         yield server
 
 
@@ -252,7 +243,7 @@ def test_views_of_an_overfitting_run_raise_the_alarm_and_mark_the_choice():
     test = np.arange(N) % 3 == 0
     choice = choose(_run([80, 50, 30, 45, 60, 75], seed=3, noise=10, test=test))  # falls, then rises for 3 checkpoints
     assert choice.overfitting is not None
-    view = RepoView("org/run", "mae", choice, [], {}, None, True, draw("org/run", choice))
+    view = RepoView("org/run", "mae", choice, [], {}, None, True, draw("org/run", choice), "mae")
     html = _templates.get_template("views.html").render(view=view, report=True, metrics=(), labels={"mae": "avg error"})
     assert re.search(r'<div class="alarm" id="overfitting"><strong>Overfitting.</strong> .* past step 30', html)
     curve = html.split('id="checkpoints"')[1].split('<g id="')[0]
