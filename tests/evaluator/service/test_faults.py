@@ -23,15 +23,27 @@ REPO = "local/tiny-run"
 
 
 class FullDisk:
-    """While `full`, every write to the store fails as SQLite's own does when the disk is full."""
+    """While `full`, every write to the store fails as SQLite's own does when the disk is full.
+
+    `fill_after_next_claim()` fills it the moment a worker has claimed a job, so that job's own
+    writes fail whatever the machine's speed (a tiny job may otherwise finish before a test reacts)."""
 
     def __init__(self, engine) -> None:
         self.full = False
+        self._fill_after_claim = False
         event.listen(engine, "before_cursor_execute", self._write)
+        event.listen(engine, "after_cursor_execute", self._written)
+
+    def fill_after_next_claim(self) -> None:
+        self._fill_after_claim = True
 
     def _write(self, connection, cursor, statement: str, *args) -> None:
         if self.full and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
             raise sqlite3.OperationalError("database or disk is full")
+
+    def _written(self, connection, cursor, statement: str, parameters, context, executemany) -> None:
+        if self._fill_after_claim and statement.lstrip().upper().startswith("UPDATE JOBS") and "running" in parameters:
+            self._fill_after_claim, self.full = False, True
 
 
 @pytest.fixture
@@ -61,9 +73,8 @@ def test_a_full_disk_is_reported_and_jobs_run_again_once_it_has_room(service):
     assert any("store cannot be written" in p and "disk is full" in p for p in problems), problems
 
     disk.full = False
+    disk.fill_after_next_claim()  # claimed, then the disk is full: its evaluation cannot be saved
     cut, _ = service.submit(REPO, "checkpoint-20")
-    until(lambda: service.activity(), "the job to start")  # claimed: now its evaluation cannot be saved
-    disk.full = True
     problems = until(lambda: len(service.health()) == 2 and service.health(), "the unrecorded failure to be reported")
     assert any(f"job {cut.job.id} failed but the store cannot record it" in p for p in problems), problems
     assert [t.is_alive() for t in threading.enumerate() if t.name == "pricer-worker"] == [True]
@@ -78,6 +89,7 @@ def test_a_full_disk_is_reported_and_jobs_run_again_once_it_has_room(service):
     assert service.job_counts()[JobStatus.RUNNING] == 0
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread is meant to die
 def test_a_worker_thread_that_died_is_reported_and_started_again(service):
     loop = service._executor._loop
     step, calls = loop.step, []
@@ -121,6 +133,7 @@ def test_a_job_with_no_progress_for_too_long_is_reported_stuck():
     assert runner.problems(stall=60) == []
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread is meant to die
 def test_a_loop_survives_a_failing_first_step_and_can_be_revived():
     ran = threading.Event()
 
