@@ -80,6 +80,35 @@ def test_overfitting_alarm_needs_a_significant_rise_for_several_checkpoints():
     assert choose(_run([60, 40, 30, 25, 20], seed=6)).overfitting is None  # still improving
 
 
+# curves measured precisely (300 items, little noise): where each rule must land is known
+SHAPES = {
+    "u": ([70, 55, 45, 38, 30, 38, 45, 55], {"min": {4}, "curve": {4}, "earliest": {4}}),
+    "plateau": ([70, 50, 40, 35, 35, 35, 35, 35], {"min": {3, 4, 5, 6, 7}, "curve": {3, 4, 5, 6, 7}, "earliest": {3}}),
+    "late minimum": ([80, 65, 55, 48, 43, 40, 38, 37, 30], {"min": {8}, "curve": {8}, "earliest": {8}}),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("rule", ["min", "curve", "earliest"])
+def test_each_rule_lands_where_it_should_on_a_precisely_measured_curve(shape, rule):
+    curve, expected = SHAPES[shape]
+    for seed in range(5):
+        choice = choose(_run(curve, seed=seed, noise=5.0), Policy(rule=rule))
+        assert choice.chosen.evaluation.id in expected[rule], (shape, rule, seed, choice.chosen.evaluation.id)
+        assert choice.best.evaluation.id in expected["min"]
+
+
+@pytest.mark.parametrize("rule", ["min", "curve", "earliest"])
+def test_on_pure_noise_every_rule_picks_one_and_no_checkpoint_stands_out(rule):
+    flat = _run([40.0] * 9, seed=8, noise=30.0)
+    choice = choose(flat, Policy(rule=rule))
+    assert 0 <= choice.chosen.evaluation.id < 9
+    assert max(c.p_best for c in choice.candidates) < 0.6 and sum(c.p_best for c in choice.candidates) == pytest.approx(1)
+    if rule == "earliest":  # the least trained one not significantly worse: its bias toward early checkpoints
+        first = next(c for c in choice.candidates if c is choice.best or not c.versus_best.significant)
+        assert choice.chosen is first and choice.chosen.evaluation.id <= choice.best.evaluation.id
+
+
 def _jittered(curve: list[float], *, seed: int, n: int = 150) -> list:
     """Checkpoints whose own noise is independent from one to the next: what a small validation set adds."""
     return _run(curve, seed=seed, noise=60.0, n=n)
