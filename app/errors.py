@@ -28,6 +28,7 @@ STATUS_CODES: list[tuple[type[errors.PricerError], int]] = [
     (errors.InvalidDataset, 422),
     (errors.InvalidPredictionInput, 422),
     (errors.InvalidTrainingConfig, 422),
+    (errors.InvalidRequest, 422),
     (errors.RunFolderInUse, 409),
     (errors.StoreUnavailable, 503),
     (errors.ModelNotReady, 503),

@@ -65,7 +65,7 @@ def child(args) -> dict:
     PriceModel.price = timed("scoring", PriceModel.price)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home), device=args.device, **({"batch_size": args.batch_size} if args.batch_size else {}))
+        settings = Settings(home=Path(home), device=args.device, base_models=[str(run.parent)], **({"batch_size": args.batch_size} if args.batch_size else {}))
         evaluator = Evaluator(settings)
         started, cpu_started = time.perf_counter(), time.process_time()
         evaluations = evaluator.evaluate(LocalRun(run), revisions, dataset)

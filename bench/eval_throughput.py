@@ -65,7 +65,7 @@ def course_loop(base: Path, run: Path, revisions: list[str], prompts: list[str],
 
 def pricer_path(run: Path, revisions: list[str], dataset, *, batch_size: int | None, home: Path, device: str = "cpu"):
     """`Evaluator.evaluate` on the run folder, with a fresh store (so nothing is reused): the evaluations, in order."""
-    settings = Settings(home=home, device=device, **({"batch_size": batch_size} if batch_size else {}))
+    settings = Settings(home=home, device=device, base_models=[str(run.parent)], **({"batch_size": batch_size} if batch_size else {}))
     evaluator = Evaluator(settings)
     evaluations = evaluator.evaluate(LocalRun(run), revisions, dataset)
     (model,) = evaluator._models.values()
@@ -92,7 +92,7 @@ def prefetch_gain(
     seconds = []
     for prefetch in (True, False):
         with tempfile.TemporaryDirectory() as home:
-            settings = Settings(home=Path(home), device=device, **({"batch_size": batch_size} if batch_size else {}))
+            settings = Settings(home=Path(home), device=device, base_models=[str(run.parent)], **({"batch_size": batch_size} if batch_size else {}))
             evaluator, source = Evaluator(settings), SlowRun(run, delay)
             resolved = [source.resolve(r) for r in revisions]
             started = time.perf_counter()

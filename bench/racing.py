@@ -7,12 +7,13 @@ every validation item and lets `selection.choose` pick; racing (`pricer.evaluato
 rounds on growing random subsets and drops checkpoints significantly worse than the leader.
 Both run in the same process on the same checkpoints and items, so the ratios compare like with like.
 
-Racing runs for real with the model for a few item orders (wall time, adapter loads included),
-then is replayed over many more item orders on the full evaluation's per-item errors (the
+Racing runs for real for a few item orders through `Evaluator.race` (what `pricer evaluate
+--race` runs: wall time, adapter loads and the survivors' test items included, each with a
+fresh store), then is replayed over many more item orders on the full evaluation's per-item errors (the
 decision core needs no model), which gives how often it agrees and the spread of its cost;
 the replays also cover the other metrics (RMSLE, hit rate), where near-ties are more common.
 
-    python bench/racing.py
+    python -m bench.racing
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from pricer.evaluator.checkpoints.adapters import read_adapter
 from pricer.evaluator.checkpoints.sources import LocalRun
 from pricer.evaluator.data import heldout_from_frame
 from pricer.evaluator.embedded.tiny import make_tiny_base
-from pricer.evaluator.evaluate import race_checkpoints
+from pricer.evaluator.evaluate import Evaluator
 from pricer.evaluator.records import Evaluation, ItemPrices
 from pricer.evaluator.scoring import PriceModel
+from pricer.evaluator.settings import Settings
 from pricer.evaluator.stats.metrics import METRICS, item_errors, spec
 from pricer.evaluator.stats.racing import ROUNDS, RaceResult, race
 from pricer.evaluator.stats.selection import Policy, choose, paired, paired_resamples
@@ -43,11 +45,11 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pricer" /
 
 
 def full_evaluation(model: PriceModel, folders: list[Path], prompts: list[str], batch_size: int) -> list[ItemPrices]:
-    """Every checkpoint on every item, one adapter loaded at a time (both estimators come from the one pass)."""
+    """Every checkpoint on every item, one adapter loaded at a time, merged as `Evaluator` scores."""
     prices = []
     for k, folder in enumerate(folders):
         name = model.load_adapter(read_adapter(folder), f"full_{k}")
-        prices.append(model.price(prompts, adapter=name, batch_size=batch_size))
+        prices.append(model.price(prompts, adapter=name, batch_size=batch_size, merged=True))
         model.release_adapter(name)
     return prices
 
@@ -78,7 +80,7 @@ def main() -> None:
     parser.add_argument("--save-steps", type=int, default=15)
     parser.add_argument("--max-length", type=int, default=512, help="training tokens per item: the tiny tokenizer's prompts are ~390")
     parser.add_argument("--metric", default="mae")
-    parser.add_argument("--rule", default="earliest")
+    parser.add_argument("--rule", default=Policy().rule, help="default: pricer's")
     parser.add_argument("--estimators", nargs="+", default=["argmax", "mean"], choices=["argmax", "mean"])
     parser.add_argument("--seeds", type=int, default=3, help="item orders raced for real, with the model")
     parser.add_argument("--replays", type=int, default=200, help="item orders replayed on the full evaluation's errors")
@@ -103,12 +105,13 @@ def main() -> None:
     model = PriceModel(str(base), device="cpu")
     model.price(prompts[:8])  # warm-up
 
-    started = time.perf_counter()
-    prices = full_evaluation(model, folders, prompts, args.batch_size)
+    started = time.perf_counter()  # a full evaluation prices the test items too, as racing's survivors do
+    prices = [p.take(validation) for p in full_evaluation(model, folders, heldout.prompts, args.batch_size)]
     full_s = time.perf_counter() - started
     print(f"checkpoints: {len(folders)} ({folders[0].name} .. {folders[-1].name}), validation items: {len(prompts)}, "
-          f"rounds: {', '.join(f'{f:.3g}' for f in ROUNDS)}, rule: {args.rule}, metric: {args.metric}")
-    print(f"full evaluation: {len(folders) * len(prompts)} item scorings in {full_s:.1f} s (both estimators in one pass)")
+          f"test items: {int(heldout.test.sum())}, rounds: {', '.join(f'{f:.3g}' for f in ROUNDS)}, rule: {args.rule}, "
+          f"metric: {args.metric}")
+    print(f"full evaluation: {len(folders) * len(heldout)} item scorings in {full_s:.1f} s (both estimators in one pass)")
     for estimator in args.estimators:
         compare(args, model, folders, heldout, truth, prices, estimator, full_s)
     print(f"\nreplayed only ({args.replays} item orders each, rule {args.rule}): same checkpoint / within tolerance / share mean, max")
@@ -134,11 +137,14 @@ def compare(args, model, folders, heldout, truth, prices, estimator: str, full_s
     full = full_choice(folders, truth, prices, args.metric, args.rule, estimator)
     values = item_errors(truth[None], np.stack([p.guesses(estimator) for p in prices]))[args.metric]
     live: list[tuple[RaceResult, float]] = []
+    run = folders[0].parent
     for seed in range(args.seeds):
-        started = time.perf_counter()
-        result = race_checkpoints(model, folders, heldout, metric=args.metric, rule=args.rule, shuffle_seed=seed,
-                                  estimator=estimator, batch_size=args.batch_size)
-        live.append((result, time.perf_counter() - started))
+        with tempfile.TemporaryDirectory() as home:
+            evaluator = Evaluator(Settings(home=Path(home), device="cpu", batch_size=args.batch_size, base_models=[str(run.parent)]))
+            evaluator._models[str(Path(model.base).resolve())] = model  # the base loaded once, as a service keeps it
+            started = time.perf_counter()
+            raced = evaluator.race(LocalRun(run), None, heldout, policy=Policy(args.metric, args.rule, estimator), seed=seed)
+            live.append((raced.result, time.perf_counter() - started))
     replays = replay(values, args.metric, args.rule, args.replays)
 
     tag = f"[{estimator:>6}]"

@@ -76,6 +76,10 @@ class DatasetNotFound(PricerError, LookupError):
     """No held-out set of that name is configured."""
 
 
+class InvalidRequest(PricerError, ValueError):
+    """Options that cannot go together (racing under the `auto` estimator)."""
+
+
 # SERVICE ERRORS
 
 

@@ -11,21 +11,24 @@ import fnmatch
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from pricer.evaluator.checkpoints.adapters import read_adapter
 from pricer.evaluator.checkpoints.sources import HUB_ID, Checkpoint, CheckpointSource, open_source
 from pricer.evaluator.data import HeldOutSet
-from pricer.evaluator.errors import InvalidAdapter
-from pricer.evaluator.records import Estimator, Evaluation, EvaluationKey, Revision
+from pricer.evaluator.errors import InvalidAdapter, InvalidRequest
+from pricer.evaluator.records import Evaluation, EvaluationKey, ItemPrices, Revision
 from pricer.evaluator.scoring import PriceModel, ScoringConfig
 from pricer.evaluator.settings import Settings
+from pricer.evaluator.stats import racing
 from pricer.evaluator.stats.metrics import spec
-from pricer.evaluator.stats.racing import RaceResult, race
+from pricer.evaluator.stats.racing import RaceResult
+from pricer.evaluator.stats.selection import EstimatorChoice, Policy
 from pricer.evaluator.store import Store
 
 log = logging.getLogger(__name__)
@@ -74,13 +77,7 @@ class Evaluator:
         While one checkpoint is scored, the next one is fetched on a second thread (for a Hub repo,
         downloaded), so the download hides behind the scoring instead of adding to it.
         """
-        if revisions is None:
-            scan = source.scan()
-            for revision, reason in scan.skipped:
-                log.warning("skipped %s: %s", revision.revision, reason)
-            resolved = scan.revisions or source.revisions()  # none usable: the error says why
-        else:
-            resolved = [source.resolve(r) for r in revisions]
+        resolved = self.resolve(source, revisions)
         evaluations: list[Evaluation] = []
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricer-prefetch")
         try:
@@ -94,6 +91,62 @@ class Evaluator:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return evaluations
+
+    def resolve(self, source: CheckpointSource, revisions: list[str] | None) -> list[Revision]:
+        """The named revisions, or every usable checkpoint (broken ones logged and skipped), in training order."""
+        if revisions is not None:
+            return list({r.commit: r for r in map(source.resolve, revisions)}.values())  # "main" and its sha are one
+        scan = source.scan()
+        for revision, reason in scan.skipped:
+            log.warning("skipped %s: %s", revision.revision, reason)
+        return scan.revisions or source.revisions()  # none usable: the error says why
+
+    def race(
+        self,
+        source: CheckpointSource,
+        revisions: list[str] | None,
+        dataset: HeldOutSet,
+        *,
+        policy: Policy,
+        progress: bool = False,
+        seed: int = 0,
+    ) -> Race:
+        """Evaluate checkpoints as `evaluate` does, but race them (`stats.racing`): score in rounds on growing random
+        subsets of the validation items and stop scoring those significantly worse than the leader.
+
+        The survivors are scored on every item, test items included, and stored as full evaluations, so the
+        choice among them, its paired statistics and its test figure are a full evaluation's. Dropped checkpoints
+        are not stored (a plain `evaluate` completes them); stored evaluations are reused, not scored again.
+        `seed` orders the items (and seeds the bootstraps).
+        """
+        if policy.estimator == EstimatorChoice.AUTO:
+            raise InvalidRequest("racing compares checkpoints under one estimator: give --estimator, not auto")
+        resolved = self.resolve(source, revisions)
+        validation = np.flatnonzero(~dataset.test)
+        if validation.size == 0:
+            raise InvalidRequest("racing needs validation items; this held-out set has none")
+        candidates = [_Candidate(self, source, revision, dataset) for revision in resolved]
+        per_item = spec(policy.metric).per_item
+        with tqdm(total=len(candidates) * validation.size, desc="racing", unit="item", disable=not progress) as bar:
+
+            def score_items(k: int, indices: np.ndarray) -> np.ndarray:
+                items = validation[indices]
+                guesses = candidates[k].price(items).guesses(policy.estimator)
+                bar.update(items.size)
+                return per_item(dataset.prices[items], guesses)
+
+            result = racing.race(
+                len(candidates), score_items, int(validation.size), metric=policy.metric, rule=policy.rule,
+                confidence=policy.confidence, seed=seed, shuffle_seed=seed,
+            )
+        survivors = [k for k, dropped in enumerate(result.dropped_after) if dropped is None]
+        evaluations = [candidates[k].finish() for k in survivors]
+        dropped = [
+            Dropped(candidates[k].revision, result.dropped_after[k], result.scored[k])
+            for k in range(len(candidates))
+            if result.dropped_after[k] is not None
+        ]
+        return Race(evaluations, dropped, result)
 
     def evaluate_revision(
         self,
@@ -136,6 +189,7 @@ class Evaluator:
                 desc=revision.revision,
                 on_batch=on_batch,
                 key=dataset.fingerprint,  # tokenised once for all checkpoints
+                merged=self.settings.merge_adapters,
             )
         except BaseException:
             if not loaded_before:
@@ -197,30 +251,84 @@ class Evaluator:
         return EvaluationKey(source.name, revision.commit, base, dataset.fingerprint, self.config.key())
 
 
-def race_checkpoints(
-    model: PriceModel,
-    folders: Sequence[Path],
-    heldout: HeldOutSet,
-    *,
-    estimator: str = Estimator.ARGMAX,
-    batch_size: int = 16,
-    **options,
-) -> RaceResult:
-    """Race checkpoint folders (in training order) on `heldout`'s validation items with a loaded `model`.
+@dataclass(frozen=True)
+class Dropped:
+    """A checkpoint racing stopped scoring: after which round (0-based), and on how many validation items."""
 
-    Each adapter is loaded only while it is scored and released after, so memory does not grow
-    with the number of checkpoints. `options` go to `stats.racing.race`; `chosen` indexes `folders`.
-    """
-    items = np.flatnonzero(~heldout.test)  # test items never take part in choosing
-    per_item = spec(options.get("metric", "mae")).per_item
+    revision: Revision
+    after_round: int
+    items_scored: int
 
-    def score_items(k: int, indices: np.ndarray) -> np.ndarray:
-        chosen_items = items[indices]
-        name = model.load_adapter(read_adapter(Path(folders[k])), f"race_{k}")
+
+@dataclass(frozen=True)
+class Race:
+    """What `Evaluator.race` did: the survivors' full evaluations, the dropped checkpoints, and the race's cost."""
+
+    evaluations: list[Evaluation]
+    dropped: list[Dropped]
+    result: RaceResult
+
+    @property
+    def saved(self) -> float:
+        """The share of validation-item scorings that full evaluation would have made and racing did not."""
+        return 1 - self.result.share
+
+
+class _Candidate:
+    """One raced checkpoint: fetched once, priced on the items asked for, stored once scored on every item."""
+
+    def __init__(self, evaluator: Evaluator, source: CheckpointSource, revision: Revision, dataset: HeldOutSet) -> None:
+        self.evaluator, self.source, self.revision, self.dataset = evaluator, source, revision, dataset
+        self.stored = evaluator.stored(source, revision, dataset)
+        self.checkpoint: Checkpoint | None = None
+        self.columns: dict[str, np.ndarray] = {}  # every estimate, NaN where not priced yet
+        self.seconds = 0.0
+
+    def price(self, items: np.ndarray) -> ItemPrices:
+        """The prices of `items` (indices into the held-out set): from the store when stored, else priced now."""
+        if self.stored is not None:
+            return self.stored.prices.take(items)
+        if self.checkpoint is None:
+            self.checkpoint = self.source.fetch(self.revision)
+            self.revision = self.checkpoint.revision
+            self.stored = self.evaluator.store.find(self._key())  # evaluated under a name seen only now
+            if self.stored is not None:
+                return self.stored.prices.take(items)
+        started = time.perf_counter()
+        model = self.evaluator.model(self._base())
+        name = model.load_adapter(self.checkpoint.adapter, name=adapter_name(self.revision))
         try:
-            prices = model.price([heldout.prompts[i] for i in chosen_items], adapter=name, batch_size=batch_size)
+            prices = model.price(
+                [self.dataset.prompts[i] for i in items], adapter=name, batch_size=self.evaluator.batch_size,
+                merged=self.evaluator.settings.merge_adapters,
+            )
         finally:
             model.release_adapter(name)
-        return per_item(heldout.prices[chosen_items], prices.guesses(estimator))
+        self.seconds += time.perf_counter() - started
+        for column, values in vars(prices).items():
+            if values is not None:
+                self.columns.setdefault(column, np.full(len(self.dataset), np.nan))[items] = values
+        return prices
 
-    return race(len(folders), score_items, int(items.size), **options)
+    def finish(self) -> Evaluation:
+        """Price whatever items are left (the test items) and store the full evaluation."""
+        if self.stored is not None:
+            return self.stored
+        missing = np.flatnonzero(np.isnan(self.columns["argmax"])) if self.columns else np.arange(len(self.dataset))
+        if missing.size:
+            self.price(missing)
+        if self.stored is not None:  # stored by another process meanwhile
+            return self.stored
+        return self.evaluator.store.save(
+            self._key(), self.revision, adapter_base=self.checkpoint.adapter.base_model, dataset_name=self.dataset.name,
+            truth=self.dataset.prices, prices=ItemPrices(**self.columns), test=self.dataset.test, seconds=self.seconds,
+        )
+
+    def _base(self) -> str:
+        base = self.evaluator._base(self.checkpoint.adapter.base_model)
+        if not base:
+            raise InvalidAdapter(f"{self.source.name}@{self.revision.revision}: the adapter names no base model; give one with --base")
+        return base
+
+    def _key(self) -> EvaluationKey:
+        return self.evaluator.key(self.source, self.revision, self._base(), self.dataset)

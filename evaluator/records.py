@@ -78,6 +78,10 @@ class ItemPrices:
             raise NotEvaluated(f"the {estimator} estimate was not stored for this evaluation (an earlier pricer made it)")
         return getattr(self, Estimator(estimator).value)
 
+    def take(self, items: np.ndarray) -> ItemPrices:
+        """The predictions of these items (indices) alone."""
+        return ItemPrices(**{name: None if values is None else values[items] for name, values in vars(self).items()})
+
     def holds(self, estimate: str) -> bool:
         """Whether this estimate (or interval end) was stored: an earlier pricer stored only argmax and mean."""
         return getattr(self, str(estimate)) is not None

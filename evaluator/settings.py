@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     batch_size: int = Field(default=16, ge=1, description="items per forward pass")
     load_in_4bit: bool = Field(default=False, description="load base models in 4-bit nf4, as QLoRA trains (CUDA only)")
+    merge_adapters: bool = Field(
+        default=True,
+        description="evaluate with each adapter merged into a copy of its layers, where that is exact (not 4-bit) "
+        "and fits in memory: the same prices within float rounding, fewer operations",
+    )
     base_model: str | None = Field(default=None, description="base model for every adapter; default: the one each adapter names")
     max_description_chars: int = Field(default=4000, ge=1, description="longest description /predict accepts")
     repo: str | None = Field(

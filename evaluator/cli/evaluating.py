@@ -27,18 +27,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     service, repo = service_for(args)  # the held-out data is read and checked before any model or network work
     revisions = None if args.all or not args.revision else args.revision
-    evaluations = service.evaluate(repo, revisions, progress=not args.json)
+    raced = service.race(repo, revisions, progress=not args.json) if args.race else None
+    evaluations = raced.evaluations if raced else service.evaluate(repo, revisions, progress=not args.json)
     unique = list({e.id: e for e in evaluations}.values())  # "main" and its sha are one checkpoint
     estimator = service.policy.estimator
     if estimator == EstimatorChoice.AUTO:  # the estimator the choice takes, asked of the core
         estimator = service.choice(repo).policy.estimator
     ranked = rank(unique, metric=service.policy.metric, estimator=estimator)
     if args.json:
-        print_json([r.to_dict() for r in ranked])
+        ranking = [r.to_dict() for r in ranked]
+        print_json(ranking if raced is None else {"ranking": ranking, **race_summary(raced)})
         return
     data = service.dataset()
     print(f"{repo}: {len(ranked)} checkpoint(s) on {data.name} ({len(data)} items), best first by {service.policy.metric}")
     print(ranking_table(ranked))
+    if raced is not None:
+        summary = race_summary(raced)
+        for dropped in summary["dropped"]:
+            print(f"dropped after round {dropped['after_round'] + 1}: {dropped['revision']} (scored on {dropped['items_scored']} "
+                  "validation items; significantly worse than the leader then; `pricer evaluate` without --race completes it)")
+        print(f"racing scored {summary['scorings']:,} of the {summary['full_scorings']:,} validation-item scorings a full "
+              f"evaluation makes ({summary['saved']:.0%} saved)")
+
+
+def race_summary(raced) -> dict:
+    """What racing dropped, and what it saved, as plain values."""
+    result = raced.result
+    return {
+        "dropped": [{**d.revision.fields(), "after_round": d.after_round, "items_scored": d.items_scored} for d in raced.dropped],
+        "scorings": result.scorings,
+        "full_scorings": result.full,
+        "saved": round(raced.saved, 4),
+    }
 
 
 def cmd_revisions(args: argparse.Namespace) -> None:
@@ -126,6 +146,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
     p.add_argument("--revision", action="append", help="a revision: checkpoint-N, commit sha, branch or tag (repeatable)")
     p.add_argument("--all", action="store_true", help="every checkpoint of the run (the default without --revision)")
+    p.add_argument(
+        "--race", action="store_true",
+        help="score in rounds on growing subsets of the validation items and stop scoring checkpoints significantly worse "
+        "than the leader; the rest are evaluated in full (the same choice for less compute)",
+    )
     add_data_option(p)
     add_model_options(p)
     add_policy_options(p)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pricer.evaluator.checkpoints.sources import CheckpointSource
 from pricer.evaluator.data import HeldOutSet, load_heldout, prompts_for
 from pricer.evaluator.errors import DatasetNotFound, InvalidPredictionInput, ModelNotReady, NotEvaluated, RevisionNotFound
-from pricer.evaluator.evaluate import Evaluator, adapter_name
+from pricer.evaluator.evaluate import Evaluator, Race, adapter_name
 from pricer.evaluator.records import Evaluation, Job, JobResult, JobStatus, Progress, Revision, Watch
 from pricer.evaluator.service.serving import Served, Serving
 from pricer.evaluator.service.telemetry import Telemetry
@@ -142,6 +142,10 @@ class PricerService:
     def evaluate(self, repo: str, revisions: list[str] | None = None, *, progress: bool = False) -> list[Evaluation]:
         """Evaluate now, in the calling thread (the CLI): the named revisions, or every checkpoint, on the default data."""
         return self._evaluator.evaluate(self.source(repo), revisions, self.dataset(), progress=progress)
+
+    def race(self, repo: str, revisions: list[str] | None = None, *, progress: bool = False) -> Race:
+        """Evaluate now, in the calling thread, racing the checkpoints (`Evaluator.race`) under the policy."""
+        return self._evaluator.race(self.source(repo), revisions, self.dataset(), policy=self.policy, progress=progress)
 
     def job(self, job_id: int) -> JobResult:
         return self._result(self._jobs.get(job_id))

@@ -61,7 +61,7 @@ def race(
     n_items: int,
     *,
     metric: str = "mae",
-    rule: str = "earliest",
+    rule: str = Rule.MIN,
     rounds: Sequence[float] = ROUNDS,
     confidence: float = 0.95,
     samples: int = SAMPLES,

@@ -1,6 +1,7 @@
-"""The Evaluator with its store: identity, reuse, atomic writes, ranking."""
+"""The Evaluator with its store: identity, reuse, atomic writes, ranking, racing."""
 
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,45 @@ def test_saving_the_same_evaluation_twice_keeps_the_first(settings, tiny_run, ca
         key, first.revision, adapter_base=first.base_model, dataset_name="x", truth=first.truth, prices=first.prices, test=first.test, seconds=0.0
     )
     assert again.id == first.id and _counts(evaluator)[1] == 1
+
+
+def _run_with_a_broken_checkpoint(tiny_run: Path, folder: Path) -> Path:
+    """The tiny run's three checkpoints and a fourth, checkpoint-40, whose LoRA weights are scaled up 30 times:
+    a checkpoint that prices far worse than every other, which full evaluation never chooses."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    for name in ("checkpoint-10", "checkpoint-20", "checkpoint-30"):
+        shutil.copytree(tiny_run / name, folder / name)
+    shutil.copytree(tiny_run / "checkpoint-30", folder / "checkpoint-40")
+    weights = folder / "checkpoint-40" / "adapter_model.safetensors"
+    save_file({k: v * 30 for k, v in load_file(weights).items()}, weights)
+    return folder
+
+
+def test_racing_drops_the_broken_checkpoint_and_stores_the_survivors_as_full_evaluations(settings, tiny_run, tmp_path):
+    from pricer.evaluator.data import catalogue_split, heldout_from_frame
+    from pricer.evaluator.stats.selection import Policy, choose
+
+    run = _run_with_a_broken_checkpoint(tiny_run, tmp_path / "broken-run")
+    heldout = heldout_from_frame(catalogue_split()[1].iloc[:200], name="catalogue-200")
+    racer = Evaluator(settings.model_copy(update={"base_models": [str(tiny_run.parent.parent)]}))
+    raced = racer.race(racer.source(str(run)), None, heldout, policy=Policy())
+    assert [d.revision.revision for d in raced.dropped] == ["checkpoint-40"]
+    assert raced.dropped[0].items_scored < (~heldout.test).sum() and raced.saved > 0
+    assert [e.revision.step for e in raced.evaluations] == [10, 20, 30]
+    assert all(e.n == len(heldout) for e in raced.evaluations)  # the survivors' test items were priced too
+
+    full = Evaluator(settings.model_copy(update={"home": tmp_path / "full-home", "base_models": [str(tiny_run.parent.parent)]}))
+    evaluated = full.evaluate(full.source(str(run)), None, heldout)
+    for survivor, reference in zip(raced.evaluations, evaluated[:3], strict=True):  # priced in other batches: float rounding
+        np.testing.assert_allclose(survivor.prices.mean, reference.prices.mean, rtol=1e-4)
+        assert np.mean(survivor.prices.argmax == reference.prices.argmax) > 0.99
+    test_mask = heldout.test
+    by_race, by_full = choose(raced.evaluations, test_mask=test_mask), choose(evaluated, test_mask=test_mask)
+    assert by_race.chosen.evaluation.revision.commit == by_full.chosen.evaluation.revision.commit
+    assert by_race.test.mae == pytest.approx(by_full.test.mae, rel=1e-3)
+
+    again = racer.race(racer.source(str(run)), None, heldout, policy=Policy())  # the survivors come from the store
+    assert [e.id for e in again.evaluations] == [e.id for e in raced.evaluations]

@@ -93,6 +93,37 @@ def test_adapters_swap_without_reloading_the_base(model, tiny_run, catalogue_hel
         model.price(prompts, adapter=c10)
 
 
+def test_merged_scoring_gives_the_unmerged_prices_and_never_writes_the_base(model, tiny_run, catalogue_heldout):
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    prompts = catalogue_heldout.prompts[:24]
+    base_only = model.price(prompts)
+    weights = {k: v.detach().clone() for k, v in model.model.state_dict().items() if "lora_" not in k}
+    c10 = model.load_adapter(read_adapter(tiny_run / "checkpoint-10"), "c10-merge")
+    c30 = model.load_adapter(read_adapter(tiny_run / "checkpoint-30"), "c30-merge")
+    assert model.mergeable(c10) and model.mergeable(c30)
+    unmerged = {name: model.price(prompts, adapter=name, batch_size=8) for name in (c10, c30)}
+    merged = model.price(prompts, adapter=c30, batch_size=8, merged=True)
+    with model.lock, model.using(c30, merged=True) as active:  # the forward pass meets no LoRA layer
+        assert active is model.model and not any(isinstance(m, LoraLayer) for m in active.modules())
+    # a prediction under another adapter between merged batches is answered by that adapter, unmerged
+    interleaved = model.price(prompts, adapter=c10, batch_size=8)
+    again = model.price(prompts, adapter=c30, batch_size=8, merged=True)
+    for estimate in ("argmax", "median", "low", "high"):
+        np.testing.assert_array_equal(getattr(merged, estimate), getattr(unmerged[c30], estimate))
+    np.testing.assert_allclose(merged.mean, unmerged[c30].mean, rtol=1e-4)
+    np.testing.assert_allclose(merged.p_number, unmerged[c30].p_number, rtol=1e-4)
+    np.testing.assert_array_equal(interleaved.mean, unmerged[c10].mean)
+    np.testing.assert_array_equal(again.mean, merged.mean)
+    assert not np.allclose(merged.mean, unmerged[c10].mean)
+    model.release_adapter(c30)
+    model.release_adapter(c10)
+    after = {k: v for k, v in model.model.state_dict().items() if "lora_" not in k}
+    assert after.keys() == weights.keys() and all(torch.equal(after[k], weights[k]) for k in weights)  # bit for bit
+    np.testing.assert_array_equal(model.price(prompts).mean, base_only.mean)
+
+
 def test_adapter_of_another_base_is_refused_and_the_model_keeps_working(model, tiny_run, tmp_path, catalogue_heldout):
     other_base = make_tiny_base(tmp_path / "wider", hidden=64, pretrain_steps=0)
     items = heldout_from_frame(catalogue_split()[0].iloc[:16], name="t")

@@ -88,6 +88,21 @@ def test_evaluate_best_predict(capsys, tmp_path, tiny_run, heldout_file):
     assert re.search(r"^(best|runner-up): checkpoint-\d+, P\(best\) \d+%; chosen minus \1: [+-]?\d+\.\d pts \[", out, re.M), out
 
 
+def test_evaluate_race_ranks_the_survivors_says_what_it_saved_and_best_chooses_among_them(capsys, tiny_run, heldout_file):
+    code, out, err = run(capsys, "evaluate", str(tiny_run), "--all", "--race", "--data", str(heldout_file), "--json")
+    assert code == 0, err
+    raced = json.loads(out)
+    steps = sorted([e["step"] for e in raced["ranking"]] + [d["step"] for d in raced["dropped"]])
+    assert steps == [10, 20, 30] and raced["full_scorings"] == 3 * validation_size(heldout_file)
+    assert raced["scorings"] <= raced["full_scorings"] and raced["saved"] == pytest.approx(1 - raced["scorings"] / raced["full_scorings"], abs=1e-4)
+    code, out, _ = run(capsys, "best", str(tiny_run), "--data", str(heldout_file), "--json")
+    assert code == 0 and json.loads(out)["commit"] == raced["ranking"][0]["commit"]  # min: the lowest of the survivors
+    code, out, err = run(capsys, "evaluate", str(tiny_run), "--race", "--estimator", "auto", "--data", str(heldout_file))
+    assert code == 2 and "one estimator" in err
+    code, out, _ = run(capsys, "evaluate", str(tiny_run), "--race", "--data", str(heldout_file))
+    assert code == 0 and "validation-item scorings a full evaluation makes" in out
+
+
 def test_watch_once_evaluates_every_checkpoint_and_states_the_choice(capsys, tiny_run, heldout_file):
     code, out, err = run(capsys, "watch", str(tiny_run), "--once", "--interval", "0.2", "--data", str(heldout_file), "--json")
     assert code == 0, err

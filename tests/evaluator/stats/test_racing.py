@@ -8,9 +8,6 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from pricer.evaluator import evaluate
-from pricer.evaluator.data import HeldOutSet
-from pricer.evaluator.evaluate import race_checkpoints
 from pricer.evaluator.records import Evaluation, ItemPrices, Revision
 from pricer.evaluator.stats.metrics import item_errors
 from pricer.evaluator.stats.racing import race
@@ -119,44 +116,3 @@ def test_rounds_must_grow_to_every_item(rounds):
 def test_a_scorer_that_answers_the_wrong_number_of_items_is_refused():
     with pytest.raises(ValueError, match="score_items gave"):
         race(2, lambda k, items: np.zeros(3), 100)
-
-
-class FakeModel:
-    """A PriceModel stand-in: each adapter `race_k` prices item i at truth_i + (k + 1) * 10 * noise_i."""
-
-    def __init__(self, truth_of: dict[str, float], noise_of: dict[str, float]) -> None:
-        self.truth_of, self.noise_of = truth_of, noise_of
-        self.loaded: set[str] = set()
-        self.loads, self.priced = 0, []
-
-    def load_adapter(self, adapter, name: str) -> str:
-        assert not self.loaded, "one adapter at a time"
-        self.loaded.add(name)
-        self.loads += 1
-        return name
-
-    def release_adapter(self, name: str) -> None:
-        self.loaded.discard(name)
-
-    def price(self, prompts, *, adapter: str, batch_size: int) -> ItemPrices:
-        assert adapter in self.loaded
-        self.priced += prompts
-        scale = int(adapter.rpartition("_")[2]) + 1
-        guess = np.array([self.truth_of[p] + scale * 10 * self.noise_of[p] for p in prompts])
-        return ItemPrices(argmax=guess, mean=guess, p_number=np.ones_like(guess))
-
-
-def test_race_checkpoints_loads_each_adapter_only_while_scoring_and_never_prices_test_items(monkeypatch):
-    rng = np.random.default_rng(0)
-    prompts = [f"item {i}\n\nPrice is $" for i in range(600)]
-    prices = rng.lognormal(3.5, 1.0, 600)
-    test = rng.random(600) < 0.5
-    heldout = HeldOutSet("synthetic", prompts, prices, test)
-    model = FakeModel(dict(zip(prompts, prices, strict=True)), dict(zip(prompts, rng.exponential(1.0, 600), strict=True)))
-    monkeypatch.setattr(evaluate, "read_adapter", lambda path: path)
-    result = race_checkpoints(model, [f"checkpoint-{k}" for k in range(6)], heldout)
-    assert result.chosen == 0 and result.n_items == int((~test).sum())  # scale grows with k: the first is best
-    assert not model.loaded and model.loads == sum(1 for k in range(6) for r in range(4) if result.scored[k] > 0 and (
-        result.dropped_after[k] is None or r <= result.dropped_after[k]))
-    assert set(model.priced) <= {p for p, t in zip(prompts, test, strict=True) if not t}
-    assert len(model.priced) == result.scorings < result.full
