@@ -95,7 +95,7 @@ class Evaluator:
     def resolve(self, source: CheckpointSource, revisions: list[str] | None) -> list[Revision]:
         """The named revisions, or every usable checkpoint (broken ones logged and skipped), in training order."""
         if revisions is not None:
-            return list({r.commit: r for r in map(source.resolve, revisions)}.values())  # "main" and its sha are one
+            return [source.resolve(r) for r in revisions]
         scan = source.scan()
         for revision, reason in scan.skipped:
             log.warning("skipped %s: %s", revision.revision, reason)
@@ -121,7 +121,7 @@ class Evaluator:
         """
         if policy.estimator == EstimatorChoice.AUTO:
             raise InvalidRequest("racing compares checkpoints under one estimator: give --estimator, not auto")
-        resolved = self.resolve(source, revisions)
+        resolved = list({r.commit: r for r in self.resolve(source, revisions)}.values())  # "main" and its sha are one
         validation = np.flatnonzero(~dataset.test)
         if validation.size == 0:
             raise InvalidRequest("racing needs validation items; this held-out set has none")
@@ -170,9 +170,7 @@ class Evaluator:
         if known and (stored := self.store.find(self.key(source, revision, known, dataset))):
             return stored
         checkpoint = fetched.result() if fetched is not None else source.fetch(revision)
-        base = self._base(checkpoint.adapter.base_model)
-        if not base:
-            raise InvalidAdapter(f"{source.name}@{revision.revision}: the adapter names no base model; give one with --base")
+        base = self.base_of(source, checkpoint)
         key = self.key(source, checkpoint.revision, base, dataset)
         if base != known and (stored := self.store.find(key)):
             return stored
@@ -230,6 +228,15 @@ class Evaluator:
             raise InvalidAdapter(
                 f"the adapter names the base model {adapter_base!r}, which this service does not allow "
                 "(PRICER_BASE_MODELS lists the Hub ids and folders it does)"
+            )
+        return base
+
+    def base_of(self, source: CheckpointSource, checkpoint: Checkpoint) -> str:
+        """The base a fetched checkpoint's adapter is applied to (see `_base`)."""
+        base = self._base(checkpoint.adapter.base_model)
+        if not base:
+            raise InvalidAdapter(
+                f"{source.name}@{checkpoint.revision.revision}: the adapter names no base model; give one with --base"
             )
         return base
 
@@ -295,7 +302,7 @@ class _Candidate:
             if self.stored is not None:
                 return self.stored.prices.take(items)
         started = time.perf_counter()
-        model = self.evaluator.model(self._base())
+        model = self.evaluator.model(self.evaluator.base_of(self.source, self.checkpoint))
         name = model.load_adapter(self.checkpoint.adapter, name=adapter_name(self.revision))
         try:
             prices = model.price(
@@ -317,18 +324,12 @@ class _Candidate:
         missing = np.flatnonzero(np.isnan(self.columns["argmax"])) if self.columns else np.arange(len(self.dataset))
         if missing.size:
             self.price(missing)
-        if self.stored is not None:  # stored by another process meanwhile
+        if self.stored is not None:  # found in the store once fetched
             return self.stored
         return self.evaluator.store.save(
             self._key(), self.revision, adapter_base=self.checkpoint.adapter.base_model, dataset_name=self.dataset.name,
             truth=self.dataset.prices, prices=ItemPrices(**self.columns), test=self.dataset.test, seconds=self.seconds,
         )
 
-    def _base(self) -> str:
-        base = self.evaluator._base(self.checkpoint.adapter.base_model)
-        if not base:
-            raise InvalidAdapter(f"{self.source.name}@{self.revision.revision}: the adapter names no base model; give one with --base")
-        return base
-
     def _key(self) -> EvaluationKey:
-        return self.evaluator.key(self.source, self.revision, self._base(), self.dataset)
+        return self.evaluator.key(self.source, self.revision, self.evaluator.base_of(self.source, self.checkpoint), self.dataset)
