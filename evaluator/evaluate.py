@@ -280,6 +280,15 @@ class Race:
         """The share of validation-item scorings that full evaluation would have made and racing did not."""
         return 1 - self.result.share
 
+    def to_dict(self) -> dict:
+        """What racing dropped and what it saved, as plain values (the CLI's --json; the API's, once it races)."""
+        return {
+            "dropped": [{**d.revision.fields(), "after_round": d.after_round, "items_scored": d.items_scored} for d in self.dropped],
+            "scorings": self.result.scorings,
+            "full_scorings": self.result.full,
+            "saved": round(self.saved, 4),
+        }
+
 
 class _Candidate:
     """One raced checkpoint: fetched once, priced on the items asked for, stored once scored on every item."""

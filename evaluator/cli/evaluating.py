@@ -36,29 +36,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     ranked = rank(unique, metric=service.policy.metric, estimator=estimator)
     if args.json:
         ranking = [r.to_dict() for r in ranked]
-        print_json(ranking if raced is None else {"ranking": ranking, **race_summary(raced)})
+        print_json(ranking if raced is None else {"ranking": ranking, **raced.to_dict()})
         return
     data = service.dataset()
     print(f"{repo}: {len(ranked)} checkpoint(s) on {data.name} ({len(data)} items), best first by {service.policy.metric}")
     print(ranking_table(ranked))
     if raced is not None:
-        summary = race_summary(raced)
+        summary = raced.to_dict()
         for dropped in summary["dropped"]:
             print(f"dropped after round {dropped['after_round'] + 1}: {dropped['revision']} (scored on {dropped['items_scored']} "
                   "validation items; significantly worse than the leader then; `pricer evaluate` without --race completes it)")
         print(f"racing scored {summary['scorings']:,} of the {summary['full_scorings']:,} validation-item scorings a full "
               f"evaluation makes ({summary['saved']:.0%} saved)")
-
-
-def race_summary(raced) -> dict:
-    """What racing dropped, and what it saved, as plain values."""
-    result = raced.result
-    return {
-        "dropped": [{**d.revision.fields(), "after_round": d.after_round, "items_scored": d.items_scored} for d in raced.dropped],
-        "scorings": result.scorings,
-        "full_scorings": result.full,
-        "saved": round(raced.saved, 4),
-    }
 
 
 def cmd_revisions(args: argparse.Namespace) -> None:
