@@ -1,7 +1,33 @@
 #!/usr/bin/env bash
-# One-pass pricing on a GPU (8B-shaped random Llama, nf4 and bf16, rank-32 adapter): items/s, swap time,
-# peak memory, share of the FLOP bound. Under 8 minutes on an H100-class card. Run from the repository root.
-set -euo pipefail
+# Every GPU figure in one go, each part under its own time limit (about 6 minutes on an H200):
+#   pricing  one-pass pricing on an 8B-shaped random Llama, nf4 and bf16, rank-32 adapter (bench/gpu_pricing.py)
+#   eval     evaluation throughput against the course's loop on the same card (bench/eval_throughput.py --device cuda)
+#   load     POST /predict under load, the client on the other half of the cores (bench/predict_load.py --device cuda)
+# Each part's whole output is kept in $LOGS (default /tmp/pricer-gpu). Run from anywhere:
+#     bash bench/gpu.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
+logs=${LOGS:-/tmp/pricer-gpu}
+mkdir -p "$logs"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
+py=${PYTHON:-python3}  # the interpreter that holds torch
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python -m bench.gpu_pricing --items "${ITEMS:-512}" --batch-size "${BATCH:-64}" "$@"
+"$py" -c "import torch, transformers, peft, bitsandbytes, fastapi, pricer.evaluator.scoring
+print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
+      'bitsandbytes', bitsandbytes.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+
+part() {  # part NAME SECONDS COMMAND...: one part under a time limit; the end of its output shown, all of it kept
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (at most $limit s)"
+    SECONDS=0
+    timeout "$limit" "$@" > "$logs/$name.log" 2>&1
+    local rc=$?
+    grep -v -e "it/s]" -e "^[[:space:]]*$" "$logs/$name.log" | tail -n 25
+    echo "== $name: exit $rc after $SECONDS s"
+}
+
+half=$(( $(nproc) / 2 ))
+part pricing "${PRICING_S:-270}" "$py" -m bench.gpu_pricing
+part eval "${EVAL_S:-130}" "$py" -m bench.eval_throughput --device cuda --items 300 --fetch-delay 0
+part load "${LOAD_S:-100}" "$py" -m bench.predict_load --device cuda --seconds 4 --client-cores "$half-$(( half * 2 - 1 ))"

@@ -6,12 +6,15 @@ requests in flight for a few seconds each and reports requests/s, p50 and p99 la
 failures, and checks every answer against the unbatched answer for the same description.
 
     python -m bench.predict_load --seconds 8
+    python -m bench.predict_load --device cuda --client-cores 8-15   # the servers get the other cores
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
 import tempfile
 import time
@@ -36,17 +39,20 @@ def prepare(work: Path) -> Path:
     return runs
 
 
-def start(work: Path, runs: Path, name: str, max_batch: int) -> ServerProcess:
+def start(work: Path, runs: Path, name: str, max_batch: int, device: str) -> ServerProcess:
     env = {
         "PRICER_HOME": str(work / name),
         "PRICER_CHECKPOINT_ROOT": str(runs),
-        "PRICER_DEVICE": "cpu",
+        "PRICER_DEVICE": device,
+        "PRICER_BASE_MODELS": json.dumps([str(work)]),  # the tiny base lives here
         "PRICER_PREDICT_MAX_BATCH": str(max_batch),
         "PRICER_PREDICT_MAX_WAIT_MS": "5",
     }
     server = ServerProcess(env, work / f"{name}.log").start(timeout=120)
     job = server.client.post("/evaluate", json={"repo": "local/load", "revision": "checkpoint-100"}).json()
-    server.wait_for(job["id"])
+    if (done := server.wait_for(job["id"]))["status"] != "done":
+        server.stop()
+        raise SystemExit(f"the {name} server could not evaluate the checkpoint: {done.get('error')}")
     deadline = time.monotonic() + 60
     while not server.client.get("/health").json()["served"] and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -77,6 +83,15 @@ async def load(port: int, descriptions: list[str], clients: int, seconds: float)
     return latencies, answers, failures
 
 
+def cores(spec: str) -> set[int]:
+    """'8-15' or '0,2,4' -> a set of CPU numbers."""
+    found = set()
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -84,12 +99,19 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="load time per concurrency level")
+    parser.add_argument("--device", default="cpu", help="the servers' PRICER_DEVICE")
+    parser.add_argument("--client-cores", type=cores, help="e.g. 8-15: the client runs there, the servers on the other cores")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pricer-bench-load")
     args = parser.parse_args()
     runs = prepare(args.work)
     descriptions = [p.split("\n\n")[1] for p in heldout_from_frame(catalogue_split()[1].iloc[:64], name="d").prompts]
 
-    servers = {"off": start(args.work, runs, "off", 1), "on": start(args.work, runs, "on", 32)}
+    if args.client_cores:  # the servers inherit this process's cores when they start; the client then moves off them
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - args.client_cores)
+    servers = {"off": start(args.work, runs, "off", 1, args.device), "on": start(args.work, runs, "on", 32, args.device)}
+    if args.client_cores:
+        os.sched_setaffinity(0, args.client_cores)
+        print(f"servers on cores {sorted(os.sched_getaffinity(servers['on'].process.pid))}, client on {sorted(args.client_cores)}")
     try:
         reference = {d: servers["off"].client.post("/predict", json={"description": d}).json()["price"] for d in descriptions}
         rows = {}

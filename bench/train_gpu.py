@@ -43,7 +43,8 @@ class StepClock(TrainerCallback):
         self.times.append(time.perf_counter())
 
 
-def make_random_model(folder: Path, shape: str) -> Path:
+def make_random_model(folder: Path, shape: str, *, then=None) -> Path:
+    """A Llama of `shape` with random bf16 weights saved in `folder` (once); `then(model)` runs before it is freed."""
     if (folder / "config.json").is_file():
         return folder
     tokenizer = build_tokenizer(default_corpus())
@@ -62,6 +63,8 @@ def make_random_model(folder: Path, shape: str) -> Path:
     print(f"random {shape} Llama: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    if then is not None:
+        then(model)
     del model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return folder

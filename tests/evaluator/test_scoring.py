@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from pricer.evaluator.checkpoints.adapters import read_adapter
 from pricer.evaluator.data import catalogue_split, heldout_from_frame
@@ -122,6 +123,20 @@ def test_merged_scoring_gives_the_unmerged_prices_and_never_writes_the_base(mode
     after = {k: v for k, v in model.model.state_dict().items() if "lora_" not in k}
     assert after.keys() == weights.keys() and all(torch.equal(after[k], weights[k]) for k in weights)  # bit for bit
     np.testing.assert_array_equal(model.price(prompts).mean, base_only.mean)
+
+
+def test_pricing_never_uses_cudnn_attention_and_leaves_the_setting_as_it_was(model, catalogue_heldout):
+    # cuDNN's attention builds a plan per new shape (hundreds of ms); pricing's batch shapes seldom repeat
+    seen = []
+    hook = model.model.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    try:
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        model.price(catalogue_heldout.prompts[:4], batch_size=2)
+    finally:
+        hook.remove()
+    assert seen == [False, False]
+    assert torch.backends.cuda.cudnn_sdp_enabled()
 
 
 def test_adapter_of_another_base_is_refused_and_the_model_keeps_working(model, tiny_run, tmp_path, catalogue_heldout):
