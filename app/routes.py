@@ -13,6 +13,7 @@ from pricer.app.errors import ErrorBody
 from pricer.app.schemas import (
     BestCheckpoint,
     CheckpointPublic,
+    DroppedPublic,
     EvaluateRequest,
     EvaluationPublic,
     EvaluationsPublic,
@@ -85,7 +86,11 @@ def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: 
         ranking = []
     jobs = [EvaluationPublic.of(result) for result in service.jobs(name)]
     metric = service.policy.but(metric=metric).metric
-    return EvaluationsPublic(repo=name, metric=metric, ranking=[RankedPublic.of(name, r) for r in ranking], jobs=jobs)
+    stopped = service.stopped(name)
+    return EvaluationsPublic(
+        repo=name, metric=metric, ranking=[RankedPublic.of(name, r) for r in ranking], jobs=jobs,
+        dropped=[DroppedPublic.of(name, e) for e in stopped], racing=service.racing(name) if stopped else None,
+    )
 
 
 @router.get("/best-checkpoint", response_model=BestCheckpoint, responses=error_answers(404, 422))

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from pricer.evaluator.data import MAX_DESCRIPTIONS
-from pricer.evaluator.records import JobResult, Revision
+from pricer.evaluator.records import Evaluation, JobResult, RaceStop, Revision
 from pricer.evaluator.service import ServedPrediction
 from pricer.evaluator.stats.metrics import METRICS, Metrics
 from pricer.evaluator.stats.ranking import Ranked
@@ -40,21 +40,40 @@ class CheckpointPublic(BaseModel):
         return {"repo": repo, **revision.fields()}
 
 
+class StoppedPublic(BaseModel):
+    """Where racing stopped scoring a checkpoint: its evaluation is partial."""
+
+    after_round: int = Field(description="the round (1 = the first) after which it was stopped")
+    items_scored: int = Field(description="validation items it was scored on")
+    metric: str
+    difference: float = Field(description="its metric minus the leader's then, on the items both had scored")
+    interval: tuple[float, float] = Field(description="that difference's interval at the policy's confidence")
+
+    @classmethod
+    def of(cls, stopped: RaceStop, items_scored: int) -> StoppedPublic:
+        return cls(after_round=stopped.after_round + 1, items_scored=items_scored, metric=stopped.metric,
+                   difference=stopped.difference, interval=(stopped.low, stopped.high))
+
+
 class EvaluationPublic(CheckpointPublic):
     id: int
     status: str
     dataset: str
-    metrics: MetricsPublic | None = None
+    metrics: MetricsPublic | None = Field(default=None, description="on the validation items, once complete")
     intervals: dict[str, tuple[float, float]] | None = None
+    complete: bool | None = Field(default=None, description="false: racing stopped it (see stopped); asking again completes it")
+    stopped: StoppedPublic | None = None
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
 
     @classmethod
     def of(cls, result: JobResult, estimator: str = "argmax") -> EvaluationPublic:
-        job = result.job
-        metrics = result.evaluation.metrics(estimator) if result.evaluation is not None else None
+        job, evaluation = result.job, result.evaluation
+        metrics = evaluation.metrics(estimator) if evaluation is not None and evaluation.complete else None
         return cls(
+            complete=None if evaluation is None else evaluation.complete,
+            stopped=StoppedPublic.of(evaluation.stopped, evaluation.n) if evaluation is not None and evaluation.stopped else None,
             id=job.id,
             status=job.status,
             **CheckpointPublic.fields(job.repo, job.revision),
@@ -82,10 +101,30 @@ class RankedPublic(CheckpointPublic):
         )
 
 
+class DroppedPublic(CheckpointPublic):
+    """A checkpoint racing stopped scoring, significantly worse than the leader: a partial evaluation, never ranked."""
+
+    evaluation_id: int
+    stopped: StoppedPublic
+
+    @classmethod
+    def of(cls, repo: str, evaluation: Evaluation) -> DroppedPublic:
+        return cls(**CheckpointPublic.fields(repo, evaluation.revision), evaluation_id=evaluation.id,
+                   stopped=StoppedPublic.of(evaluation.stopped, evaluation.n))
+
+
+class RacingPublic(BaseModel):
+    scorings: int = Field(description="validation-item scorings made for the checkpoints stored (complete and partial)")
+    full_scorings: int = Field(description="what scoring every one of them on every validation item would make")
+    saved: float = Field(description="1 - scorings / full_scorings")
+
+
 class EvaluationsPublic(BaseModel):
     repo: str
     metric: str
-    ranking: list[RankedPublic] = Field(description="evaluated checkpoints, best first")
+    ranking: list[RankedPublic] = Field(description="evaluated checkpoints (complete evaluations only), best first")
+    dropped: list[DroppedPublic] = Field(default=[], description="checkpoints racing stopped: partial evaluations")
+    racing: RacingPublic | None = Field(default=None, description="what racing saved on this run (null: nothing stopped)")
     jobs: list[EvaluationPublic] = Field(description="every job of the repo, oldest first")
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from pricer.evaluator.checkpoints.sources import HUB_ID, Checkpoint, CheckpointSource, open_source
 from pricer.evaluator.data import HeldOutSet
 from pricer.evaluator.errors import InvalidAdapter, InvalidRequest
-from pricer.evaluator.records import Evaluation, EvaluationKey, ItemPrices, Revision
+from pricer.evaluator.records import Evaluation, EvaluationKey, ItemPrices, RaceStop, Revision
 from pricer.evaluator.scoring import PriceModel, ScoringConfig
 from pricer.evaluator.settings import Settings
 from pricer.evaluator.stats import racing
@@ -92,10 +92,10 @@ class Evaluator:
             pool.shutdown(wait=True, cancel_futures=True)
         return evaluations
 
-    def resolve(self, source: CheckpointSource, revisions: list[str] | None) -> list[Revision]:
-        """The named revisions, or every usable checkpoint (broken ones logged and skipped), in training order."""
+    def resolve(self, source: CheckpointSource, revisions: list[str | Revision] | None) -> list[Revision]:
+        """The named (or resolved) revisions, or every usable checkpoint (broken ones logged and skipped), in training order."""
         if revisions is not None:
-            return [source.resolve(r) for r in revisions]
+            return [r if isinstance(r, Revision) else source.resolve(r) for r in revisions]
         scan = source.scan()
         for revision, reason in scan.skipped:
             log.warning("skipped %s: %s", revision.revision, reason)
@@ -104,7 +104,7 @@ class Evaluator:
     def race(
         self,
         source: CheckpointSource,
-        revisions: list[str] | None,
+        revisions: list[str | Revision] | None,
         dataset: HeldOutSet,
         *,
         policy: Policy,
@@ -116,7 +116,9 @@ class Evaluator:
 
         The survivors are scored on every item, test items included, and stored as full evaluations, so the
         choice among them, its paired statistics and its test figure are a full evaluation's. Dropped checkpoints
-        are not stored (a plain `evaluate` completes them); stored evaluations are reused, not scored again.
+        are stored as partial evaluations (the items they scored, the round and their difference to the leader
+        then), which no choice takes; a plain `evaluate` of one completes it. Complete stored evaluations are
+        reused, not scored again.
         `seed` orders the items (and seeds the bootstraps).
         """
         if policy.estimator == EstimatorChoice.AUTO:
@@ -142,9 +144,9 @@ class Evaluator:
         survivors = [k for k, dropped in enumerate(result.dropped_after) if dropped is None]
         evaluations = [candidates[k].finish() for k in survivors]
         dropped = [
-            Dropped(candidates[k].revision, result.dropped_after[k], result.scored[k])
-            for k in range(len(candidates))
-            if result.dropped_after[k] is not None
+            Dropped(candidates[k].stop(RaceStop(after, policy.metric, gap.difference, gap.low, gap.high)), after, result.scored[k])
+            for k, (after, gap) in enumerate(zip(result.dropped_after, result.gaps, strict=True))
+            if after is not None
         ]
         return Race(evaluations, dropped, result)
 
@@ -206,10 +208,11 @@ class Evaluator:
             seconds=time.perf_counter() - started,
         )
 
-    def stored(self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet) -> Evaluation | None:
-        """The stored evaluation of a checkpoint whose base is known without fetching it, if there is one."""
+    def stored(self, source: CheckpointSource, revision: Revision, dataset: HeldOutSet, *, partial: bool = False) -> Evaluation | None:
+        """The stored complete evaluation of a checkpoint whose base is known without fetching it, if there is one
+        (`partial`: or the partial one racing left)."""
         base = self.base_for(source, revision)
-        return self.store.find(self.key(source, revision, base, dataset)) if base else None
+        return self.store.find(self.key(source, revision, base, dataset), partial=partial) if base else None
 
     def comparable(self, source_name: str, dataset: HeldOutSet) -> list[int]:
         """Ids of the stored evaluations a choice compares (one dataset, the latest base and config)."""
@@ -260,11 +263,16 @@ class Evaluator:
 
 @dataclass(frozen=True)
 class Dropped:
-    """A checkpoint racing stopped scoring: after which round (0-based), and on how many validation items."""
+    """A checkpoint racing stopped scoring, and its evaluation as stored: partial (the items it scored), or the
+    complete one stored before the race."""
 
-    revision: Revision
+    evaluation: Evaluation
     after_round: int
     items_scored: int
+
+    @property
+    def revision(self) -> Revision:
+        return self.evaluation.revision
 
 
 @dataclass(frozen=True)
@@ -283,7 +291,13 @@ class Race:
     def to_dict(self) -> dict:
         """What racing dropped and what it saved, as plain values (the CLI's --json; the API's, once it races)."""
         return {
-            "dropped": [{**d.revision.fields(), "after_round": d.after_round, "items_scored": d.items_scored} for d in self.dropped],
+            "dropped": [
+                {**d.revision.fields(), "evaluation_id": d.evaluation.id, "complete": d.evaluation.complete,
+                 "after_round": d.after_round, "items_scored": d.items_scored,
+                 **({"difference": d.evaluation.stopped.difference, "interval": (d.evaluation.stopped.low, d.evaluation.stopped.high)}
+                    if d.evaluation.stopped else {})}
+                for d in self.dropped
+            ],
             "scorings": self.result.scorings,
             "full_scorings": self.result.full,
             "saved": round(self.saved, 4),
@@ -338,6 +352,17 @@ class _Candidate:
         return self.evaluator.store.save(
             self._key(), self.revision, adapter_base=self.checkpoint.adapter.base_model, dataset_name=self.dataset.name,
             truth=self.dataset.prices, prices=ItemPrices(**self.columns), test=self.dataset.test, seconds=self.seconds,
+        )
+
+    def stop(self, stopped: RaceStop) -> Evaluation:
+        """Store what was scored as a partial evaluation (a complete one stored before the race is kept as it is)."""
+        if self.stored is not None:
+            return self.stored
+        items = np.flatnonzero(~np.isnan(self.columns["argmax"]))
+        return self.evaluator.store.save(
+            self._key(), self.revision, adapter_base=self.checkpoint.adapter.base_model, dataset_name=self.dataset.name,
+            truth=self.dataset.prices[items], prices=ItemPrices(**self.columns).take(items), test=self.dataset.test[items],
+            seconds=self.seconds, stopped=stopped, items=items,
         )
 
     def _key(self) -> EvaluationKey:

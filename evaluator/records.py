@@ -102,8 +102,27 @@ class EvaluationKey:
 
 
 @dataclass(frozen=True)
+class RaceStop:
+    """Where racing stopped scoring a checkpoint, significantly worse than the leader: its evaluation is partial."""
+
+    after_round: int  # 0-based
+    metric: str
+    difference: float  # metric(this checkpoint) - metric(the leader then), on the items both had scored
+    low: float  # the interval of that difference at the policy's confidence
+    high: float
+
+    def to_dict(self) -> dict:
+        return {"after_round": self.after_round, "metric": self.metric, "difference": self.difference,
+                "interval": (self.low, self.high)}
+
+
+@dataclass(frozen=True)
 class Evaluation:
-    """A finished evaluation: the checkpoint, the set-up, and every item's truth and predictions."""
+    """An evaluation: the checkpoint, the set-up, and every item's truth and predictions.
+
+    Complete unless `stopped` says racing dropped it: a partial evaluation holds the validation items it scored
+    alone (`item_ids` names them in the held-out set), and no choice, ranking figure or reuse takes it as complete.
+    """
 
     id: int
     revision: Revision
@@ -116,6 +135,12 @@ class Evaluation:
     test: np.ndarray  # (n,) bool: the test items; the others validate
     seconds: float
     created_at: datetime
+    stopped: RaceStop | None = None
+    item_ids: np.ndarray | None = None  # a partial evaluation's items, as indices into the held-out set
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None
 
     @property
     def n(self) -> int:

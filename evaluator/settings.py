@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="evaluate with each adapter merged into a copy of its layers, where that is exact (not 4-bit) "
         "and fits in memory: the same prices within float rounding, fewer operations",
     )
+    race: bool = Field(
+        default=False,
+        description="the service races each new checkpoint against the current leader: scored on growing random subsets "
+        "of the validation items and stopped (kept as a partial evaluation) once significantly worse; asking for a "
+        "stopped one again completes it",
+    )
     base_model: str | None = Field(default=None, description="base model for every adapter; default: the one each adapter names")
     max_description_chars: int = Field(default=4000, ge=1, description="longest description /predict accepts")
     repo: str | None = Field(

@@ -64,6 +64,23 @@ def tiny_run(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(tiny_base, items, tmp_path_factory.mktemp("runs") / "tiny-run", preset("tiny", max_steps=30, save_steps=10)).output
 
 
+@pytest.fixture(scope="session")
+def broken_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run's three checkpoints and a fourth, checkpoint-40, whose LoRA weights are scaled up 30 times:
+    a checkpoint that prices far worse than every other, which full evaluation never chooses."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("runs") / "broken-run"
+    for name in ("checkpoint-10", "checkpoint-20", "checkpoint-30"):
+        shutil.copytree(tiny_run / name, folder / name)
+    shutil.copytree(tiny_run / "checkpoint-30", folder / "checkpoint-40")
+    weights = folder / "checkpoint-40" / "adapter_model.safetensors"
+    save_file({k: v * 30 for k, v in load_file(weights).items()}, weights)
+    return folder
+
+
 @pytest.fixture
 def make_server(tmp_path: Path, tiny_run: Path):
     """Start `pricer serve` over the tiny run's folder; every server made is stopped at the end."""

@@ -31,6 +31,7 @@ def settings_from(args: argparse.Namespace):
         "rule": "rule",
         "estimator": "estimator",
         "overfit_patience": "patience",
+        "race": "race",
     }
     given = {field: getattr(args, flag, None) for field, flag in flags.items()}
     return Settings(**{field: value for field, value in given.items() if value not in (None, False)})

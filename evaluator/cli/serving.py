@@ -51,7 +51,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
                 if result.job.id not in seen and result.job.finished:
                     seen.add(result.job.id)
                     if not args.json:
-                        what = metric_line(result.evaluation.metrics()) if result.evaluation else result.job.error
+                        what = _outcome(result)
                         print(f"{result.job.revision.revision}: {result.job.status} ({what})")
             if args.once and watch.last_polled is not None and service.idle():
                 break
@@ -60,6 +60,18 @@ def cmd_watch(args: argparse.Namespace) -> None:
     finally:
         service.stop()
     show_choice(args, repo, service.choice(repo))
+
+
+def _outcome(result) -> str:
+    """A finished job in a few words: its metrics, where racing stopped it, or why it failed."""
+    evaluation = result.evaluation
+    if evaluation is None:
+        return result.job.error or ""
+    if evaluation.stopped:
+        stop = evaluation.stopped
+        return (f"stopped by racing after round {stop.after_round + 1} on {evaluation.n} items: {stop.metric} "
+                f"{stop.difference:+.4g} [{stop.low:+.4g}, {stop.high:+.4g}] against the leader; evaluate it to complete it")
+    return metric_line(evaluation.metrics())
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -101,6 +113,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="a local run folder or a Hub repo id")
     p.add_argument("--interval", type=float, help="seconds between polls (default: PRICER_WATCH_INTERVAL, 30)")
     p.add_argument("--once", action="store_true", help="stop when what is there now is evaluated")
+    p.add_argument(
+        "--race", action="store_true",
+        help="race each checkpoint against the current leader and stop scoring it once significantly worse "
+        "(PRICER_RACE; a stopped one is kept as a partial evaluation)",
+    )
     add_data_option(p)
     add_model_options(p)
     add_policy_options(p)

@@ -72,9 +72,11 @@ class PricerService:
             done=self._job_done,
             telemetry=self.telemetry,
             redact=self.settings.redact,
+            leader=self._leader if self.settings.race else None,
         )
         self._executor: Executor = ThreadWorker(runner, on_start=self._restore_served)
-        self._watching = Watching(self._watches, revisions=self._scan, enqueue=self._enqueue)
+        # a poll leaves a stopped (partial) checkpoint as it is; asking for it completes it
+        self._watching = Watching(self._watches, revisions=self._scan, enqueue=lambda repo, r: self._enqueue(repo, r, partial=True))
 
     # ---- lifecycle
 
@@ -185,11 +187,18 @@ class PricerService:
         return {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "config_key": self._evaluator.config.key()}
 
     def _enqueue(
-        self, repo: str, revision: Revision, *, source: CheckpointSource | None = None, data: HeldOutSet | None = None
+        self,
+        repo: str,
+        revision: Revision,
+        *,
+        source: CheckpointSource | None = None,
+        data: HeldOutSet | None = None,
+        partial: bool = False,
     ) -> tuple[JobResult, bool]:
+        """Queue one checkpoint unless it is evaluated (`partial`: or stopped by racing) already."""
         source, data = source or self.source(repo), data or self.dataset()
         job_data = self._job_data(data)
-        if stored := self._evaluator.stored(source, revision, data):  # the one admission check
+        if stored := self._evaluator.stored(source, revision, data, partial=partial):  # the one admission check
             job, _ = self._jobs.add(repo, stored.revision, **job_data, evaluation_id=stored.id)
             return JobResult(job, stored), False
         job, created = self._jobs.add(repo, revision, **job_data)
@@ -215,6 +224,17 @@ class PricerService:
             if not self._serving.uses(model, name):
                 model.release_adapter(name)
 
+    def _leader(self, repo: str, data: HeldOutSet) -> tuple[Revision, Policy] | None:
+        """What a new checkpoint races against: the choice now on `data` (the default held-out set only) and the policy
+        it was made under, its estimator resolved."""
+        if data.fingerprint != self.dataset().fingerprint:
+            return None
+        try:
+            choice = self.choice(repo)
+        except NotEvaluated:
+            return None
+        return choice.chosen.evaluation.revision, choice.policy
+
     # ---- the choice: one read path
 
     def ranking(self, repo: str, *, metric: str | None = None, estimator: str | None = None) -> list[Ranked]:
@@ -222,6 +242,23 @@ class PricerService:
         choice = self.choice(repo, metric=metric, estimator=estimator)
         evaluations = [candidate.evaluation for candidate in choice.candidates]
         return rank(evaluations, metric=choice.policy.metric, estimator=choice.policy.estimator)
+
+    def stopped(self, repo: str) -> list[Evaluation]:
+        """The checkpoints racing stopped, as their partial evaluations, beside the ranked ones (same data, base and config)."""
+        source, data = self.source(repo), self.dataset()
+        ids = self._evaluator.store.comparable_ids(source.name, dataset_fingerprint=data.fingerprint, partial=True)
+        return self._evaluator.store.evaluations(source.name, dataset_fingerprint=data.fingerprint, ids=ids) if ids else []
+
+    def racing(self, repo: str) -> dict:
+        """What racing saved on this run: validation-item scorings made for the stored checkpoints, and what scoring
+        every one of them on every validation item would have made."""
+        source, data = self.source(repo), self.dataset()
+        complete = len(self._evaluator.comparable(source.name, data))
+        stopped = self.stopped(repo)
+        validation = int((~data.test).sum())
+        full = (complete + len(stopped)) * validation
+        scorings = complete * validation + sum(e.n for e in stopped)
+        return {"scorings": scorings, "full_scorings": full, "saved": round(1 - scorings / full, 4) if full else 0.0}
 
     def choice(
         self,

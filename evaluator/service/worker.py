@@ -18,9 +18,10 @@ from pricer.evaluator.checkpoints.sources import Checkpoint, CheckpointSource
 from pricer.evaluator.data import HeldOutSet
 from pricer.evaluator.errors import DatasetNotFound, PricerError, StoreUnavailable
 from pricer.evaluator.evaluate import Evaluator
-from pricer.evaluator.records import Evaluation, Job, Progress
+from pricer.evaluator.records import Evaluation, Job, Progress, Revision
 from pricer.evaluator.service.loop import Loop
 from pricer.evaluator.service.telemetry import Telemetry
+from pricer.evaluator.stats.selection import Policy
 from pricer.evaluator.store import JobQueue
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class JobRunner:
         evaluator: prices and stores.
         open_job: the source and held-out set a job names.
         done: called with each finished job and its evaluation (the service re-chooses what it serves).
+        leader: with racing on, the repo's current choice on a held-out set and the policy it was chosen under
+            (None: nothing chosen yet); a new checkpoint is then raced against it.
         redact: what a caller may see of an error message (no server paths).
 
     Nothing a job raises ends the runner. An outcome the store cannot take (a full disk) is kept and
@@ -70,8 +73,10 @@ class JobRunner:
         done: Callable[[Job, Evaluation], None],
         telemetry: Telemetry,
         redact: Callable[[str], str] = lambda text: text,
+        leader: Callable[[str, HeldOutSet], tuple[Revision, Policy] | None] | None = None,
     ) -> None:
         self.jobs, self.evaluator, self.open_job, self.done, self.telemetry = jobs, evaluator, open_job, done, telemetry
+        self.leader = leader
         self.redact = redact
         self.progress: Progress | None = None
         self.unrecorded: dict[int, str] = {}  # job id -> why it failed, not yet in the store
@@ -97,7 +102,7 @@ class JobRunner:
                 raise DatasetNotFound(f"dataset {job.dataset!r} changed since the job was queued")
             fetched = self._take_prefetched(job)
             self._prefetch_next(job)
-            evaluation = self.evaluator.evaluate_revision(
+            evaluation = self._raced(job, source, data) or self.evaluator.evaluate_revision(
                 source,
                 job.revision,
                 data,
@@ -118,6 +123,22 @@ class JobRunner:
             self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.progress = None
+
+    def _raced(self, job: Job, source: CheckpointSource, data: HeldOutSet) -> Evaluation | None:
+        """With racing on, a checkpoint never evaluated before raced against the current leader: its full evaluation
+        if it keeps up, else the partial one. None: evaluate it in full (racing off, no leader yet, it is the leader,
+        or it was evaluated before: asked again, a stopped checkpoint is completed)."""
+        leader = self.leader(job.repo, data) if self.leader is not None else None
+        if leader is None or leader[0].commit == job.revision.commit:
+            return None
+        if self.evaluator.stored(source, job.revision, data, partial=True) is not None:
+            return None
+        revision, policy = leader
+        race = self.evaluator.race(source, [revision, job.revision], data, policy=policy)
+        evaluation = next(e for e in [*race.evaluations, *(d.evaluation for d in race.dropped)] if e.revision.commit == job.revision.commit)
+        log.info("job %d raced against %s: %s (%.0f%% of the validation scorings saved)", job.id, revision.revision,
+                 "kept up, evaluated in full" if evaluation.complete else "stopped, significantly worse", 100 * race.saved)
+        return evaluation
 
     def close(self) -> None:
         self._prefetch.shutdown(wait=True, cancel_futures=True)

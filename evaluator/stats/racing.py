@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pricer.evaluator.stats.metrics import spec
-from pricer.evaluator.stats.selection import SAMPLES, Rule, paired, paired_resamples, pick, significantly_worse
+from pricer.evaluator.stats.selection import SAMPLES, Paired, Rule, paired, paired_resamples, pick, significantly_worse
 
 ROUNDS = (1 / 8, 1 / 4, 1 / 2, 1.0)
 MIN_ITEMS = 30  # no candidate is dropped on fewer shared items: a percentile bootstrap of a handful is too narrow
@@ -40,6 +40,7 @@ class RaceResult:
     scored: tuple[int, ...]  # items scored per candidate
     dropped_after: tuple[int | None, ...]  # the round (0-based) after which each was dropped; None: it ran to the end
     n_items: int
+    gaps: tuple[Paired | None, ...] = ()  # each dropped one's difference to the leader then (metric(it) - metric(leader))
 
     @property
     def scorings(self) -> int:
@@ -82,6 +83,7 @@ def race(
     values = np.full((candidates, n_items), np.nan)  # by item, so the last round resamples as `choose` does
     scored = [0] * candidates
     dropped: list[int | None] = [None] * candidates
+    gaps: list[Paired | None] = [None] * candidates
     alive = list(range(candidates))
     for number, fraction in enumerate(rounds):
         upto = n_items if fraction == 1 else max(1, math.ceil(fraction * n_items))
@@ -96,10 +98,11 @@ def race(
         shared = values[alive][:, order[:upto]]
         point, resampled = paired_resamples(shared, metric, samples=samples, seed=seed)
         leader = int(np.argmin(sign * point))
-        keep = [i for i in range(len(alive)) if not significantly_worse(paired(point, resampled, i, leader, confidence), metric)]
+        differences = [paired(point, resampled, i, leader, confidence) for i in range(len(alive))]
+        keep = [i for i in range(len(alive)) if not significantly_worse(differences[i], metric)]
         for i in set(range(len(alive))) - set(keep):
-            dropped[alive[i]] = number
+            dropped[alive[i]], gaps[alive[i]] = number, differences[i]
         alive = [alive[i] for i in keep]
     point, resampled = paired_resamples(values[alive], metric, samples=samples, seed=seed)
     chosen, best = (alive[i] for i in pick(point, resampled, metric=metric, rule=rule, confidence=confidence))
-    return RaceResult(chosen, best, tuple(scored), tuple(dropped), n_items)
+    return RaceResult(chosen, best, tuple(scored), tuple(dropped), n_items, tuple(gaps))

@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.types import TypeDecorator
 
 from pricer.evaluator.errors import StoreUnavailable
-from pricer.evaluator.records import ESTIMATES, Evaluation, EvaluationKey, ItemPrices, Revision
+from pricer.evaluator.records import ESTIMATES, Evaluation, EvaluationKey, ItemPrices, RaceStop, Revision
 
 
 def utcnow() -> datetime:
@@ -85,6 +85,12 @@ class EvaluationRow(Base):
     n: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set when racing dropped the checkpoint: the evaluation is partial (only the items scored), never taken as complete
+    stopped_round: Mapped[int | None] = mapped_column(Integer)
+    stopped_metric: Mapped[str | None] = mapped_column(String(32))
+    stopped_difference: Mapped[float | None] = mapped_column(Float)
+    stopped_low: Mapped[float | None] = mapped_column(Float)
+    stopped_high: Mapped[float | None] = mapped_column(Float)
 
     checkpoint: Mapped[CheckpointRow] = relationship(lazy="joined")
     predictions: Mapped[list[PredictionRow]] = relationship(order_by="PredictionRow.item", cascade="all, delete-orphan")
@@ -127,6 +133,10 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
         test=table[:, 4].astype(bool),
         seconds=row.seconds,
         created_at=row.created_at,
+        stopped=None if row.stopped_round is None else RaceStop(
+            row.stopped_round, row.stopped_metric, row.stopped_difference, row.stopped_low, row.stopped_high
+        ),
+        item_ids=None if row.stopped_round is None else np.array([p.item for p in row.predictions]),
     )
 
 
@@ -135,12 +145,30 @@ def _add_missing_columns(engine) -> None:
     added = {
         ("predictions", "test"): "BOOLEAN NOT NULL DEFAULT FALSE",
         ("checkpoints", "train_loss"): "FLOAT",
+        ("evaluations", "stopped_round"): "INTEGER",
+        ("evaluations", "stopped_metric"): "VARCHAR(32)",
+        **{("evaluations", f"stopped_{name}"): "FLOAT" for name in ("difference", "low", "high")},
         **{("predictions", name): "FLOAT" for name in ESTIMATES},
     }
     for (table, column), kind in added.items():
         if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
             with engine.begin() as connection:
                 connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+class _Kept(Exception):
+    """A complete evaluation was already stored under the key: keep it, write nothing."""
+
+
+def _keyed(query, key: EvaluationKey):
+    """`query` over evaluations narrowed to the one under `key`."""
+    return query.join(EvaluationRow.checkpoint).where(
+        CheckpointRow.source == key.source,
+        CheckpointRow.commit == key.commit,
+        EvaluationRow.base_model == key.base_model,
+        EvaluationRow.dataset_fingerprint == key.dataset_fingerprint,
+        EvaluationRow.config_key == key.config_key,
+    )
 
 
 class Store:
@@ -176,20 +204,13 @@ class Store:
         with Session(self.engine) as session:
             return session.scalar(select(CheckpointRow.adapter_base).filter_by(source=source, commit=commit))
 
-    def find(self, key: EvaluationKey) -> Evaluation | None:
+    def find(self, key: EvaluationKey, *, partial: bool = False) -> Evaluation | None:
+        """The complete evaluation under `key` (`partial`: or the partial one racing left there)."""
+        query = _keyed(select(EvaluationRow), key).options(selectinload(EvaluationRow.predictions))
+        if not partial:
+            query = query.where(EvaluationRow.stopped_round.is_(None))
         with Session(self.engine) as session:
-            row = session.scalar(
-                select(EvaluationRow)
-                .join(EvaluationRow.checkpoint)
-                .where(
-                    CheckpointRow.source == key.source,
-                    CheckpointRow.commit == key.commit,
-                    EvaluationRow.base_model == key.base_model,
-                    EvaluationRow.dataset_fingerprint == key.dataset_fingerprint,
-                    EvaluationRow.config_key == key.config_key,
-                )
-                .options(selectinload(EvaluationRow.predictions))
-            )
+            row = session.scalar(query)
             return _evaluation(row) if row else None
 
     def save(
@@ -203,13 +224,25 @@ class Store:
         prices: ItemPrices,
         test: np.ndarray,
         seconds: float,
+        stopped: RaceStop | None = None,
+        items: np.ndarray | None = None,
     ) -> Evaluation:
-        """Write one finished evaluation and all its predictions atomically; return it as stored.
+        """Write one evaluation and all its predictions atomically; return it as stored.
 
-        When another process stored the same evaluation meanwhile, its result is kept and returned.
+        `stopped` and `items`: a partial evaluation (racing dropped the checkpoint), of these held-out items only
+        (`truth`, `prices` and `test` are theirs). A complete evaluation replaces a partial one under the same key;
+        a complete one stored meanwhile (by another process) is kept and returned instead of either.
         """
+        items = np.arange(truth.size) if items is None else np.asarray(items)
         try:
             with Session(self.engine) as session, session.begin():
+                existing = session.scalar(_keyed(select(EvaluationRow), key))
+                if existing is not None and existing.stopped_round is None:
+                    evaluation_id = existing.id  # completed meanwhile
+                    raise _Kept
+                if existing is not None:
+                    session.delete(existing)  # the partial one, completed now or raced again
+                    session.flush()
                 ckpt = session.scalar(select(CheckpointRow).filter_by(source=key.source, commit=key.commit))
                 if ckpt is None:
                     ckpt = CheckpointRow(
@@ -226,11 +259,15 @@ class Store:
                     config_key=key.config_key,
                     n=int(truth.size),
                     seconds=seconds,
+                    **({} if stopped is None else {
+                        "stopped_round": stopped.after_round, "stopped_metric": stopped.metric,
+                        "stopped_difference": stopped.difference, "stopped_low": stopped.low, "stopped_high": stopped.high,
+                    }),
                 )
                 extra = {name: getattr(prices, name) for name in ESTIMATES if getattr(prices, name) is not None}
                 row.predictions = [
                     PredictionRow(
-                        item=i,
+                        item=int(item),
                         truth=float(t),
                         argmax=float(a),
                         mean=float(m),
@@ -238,15 +275,17 @@ class Store:
                         test=bool(is_test),
                         **{name: float(values[i]) for name, values in extra.items()},
                     )
-                    for i, (t, a, m, p, is_test) in enumerate(
-                        zip(truth, prices.argmax, prices.mean, prices.p_number, test, strict=True)
+                    for i, (item, t, a, m, p, is_test) in enumerate(
+                        zip(items, truth, prices.argmax, prices.mean, prices.p_number, test, strict=True)
                     )
                 ]
                 session.add(row)
                 session.flush()
                 evaluation_id = row.id
-        except IntegrityError:
-            if (stored := self.find(key)) is None:
+        except _Kept:
+            pass
+        except IntegrityError:  # stored by another process between the look and the write
+            if (stored := self.find(key, partial=stopped is not None)) is None:
                 raise
             return stored
         return self.get(evaluation_id)
@@ -278,18 +317,20 @@ class Store:
         with Session(self.engine) as session:
             return [_evaluation(row) for row in session.scalars(query)]
 
-    def comparable_ids(self, source: str, *, dataset_fingerprint: str) -> list[int]:
-        """Ids of the evaluations a choice compares: on this dataset, with the base model and scoring config of
-        the most recent one (a choice never mixes bases or configs). Reads no predictions."""
+    def comparable_ids(self, source: str, *, dataset_fingerprint: str, partial: bool = False) -> list[int]:
+        """Ids of the complete evaluations a choice compares: on this dataset, with the base model and scoring config
+        of the most recent one (a choice never mixes bases or configs). Reads no predictions.
+        `partial`: the ids of the partial evaluations racing left in that group instead."""
         query = (
-            select(EvaluationRow.id, EvaluationRow.base_model, EvaluationRow.config_key)
+            select(EvaluationRow.id, EvaluationRow.base_model, EvaluationRow.config_key, EvaluationRow.stopped_round)
             .join(EvaluationRow.checkpoint)
             .where(CheckpointRow.source == source, EvaluationRow.dataset_fingerprint == dataset_fingerprint)
             .order_by(EvaluationRow.id)
         )
         with Session(self.engine) as session:
             rows = session.execute(query).all()
-        if not rows:
+        complete = [row for row in rows if row.stopped_round is None]
+        if not complete:
             return []
-        group = rows[-1][1:]
-        return [row.id for row in rows if tuple(row[1:]) == tuple(group)]
+        group = (complete[-1].base_model, complete[-1].config_key)
+        return [row.id for row in rows if (row.base_model, row.config_key) == group and (row.stopped_round is not None) == partial]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from pricer.evaluator.errors import NotEvaluated
-from pricer.evaluator.records import Job, JobStatus, Revision
+from pricer.evaluator.records import Evaluation, Job, JobStatus, Revision
 from pricer.evaluator.stats.metrics import METRICS, spec
 from pricer.evaluator.stats.selection import Candidate, Choice, significantly_worse
 from pricer.evaluator.views.charts import LABELS, error_curve, save_png, title_line, to_svg, truth_vs_prediction
@@ -56,6 +56,8 @@ class RepoView:
     watched: bool
     charts: Charts | None
     serving_metric: str  # what the service's own policy chooses the served adapter by
+    stopped: list[Evaluation] = field(default_factory=list)  # partial evaluations: checkpoints racing stopped
+    racing: dict | None = None  # what racing saved on this run, when it stopped any
 
     @property
     def live(self) -> bool:
@@ -107,6 +109,7 @@ class Views:
         except NotEvaluated:
             choice = None
         served = service.served(repo)
+        stopped = service.stopped(repo)
         return RepoView(
             repo=repo,
             metric=service.policy.but(metric=metric).metric,
@@ -117,6 +120,8 @@ class Views:
             watched=repo in {watch.repo for watch in service.watches()},
             charts=self._charts_of(repo, choice) if choice else None,
             serving_metric=service.policy.metric,
+            stopped=stopped,
+            racing=service.racing(repo) if stopped else None,
         )
 
     def _charts_of(self, repo: str, choice: Choice) -> Charts:

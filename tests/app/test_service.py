@@ -16,6 +16,7 @@ from pricer.evaluator.scoring import PriceModel
 from pricer.evaluator.store.evaluations import Store
 from pricer.evaluator.store.jobs import JobQueue
 from tests.server import API_TOKEN, ServerProcess, validation_size, write_items
+from tests.waiting import until
 
 REPO = "local/tiny-run"
 TOKEN = API_TOKEN
@@ -195,3 +196,47 @@ def test_predictions_in_flight_while_the_best_adapter_changes_each_name_the_one_
     if best["commit"] != first["commit"]:
         assert np.mean([a["commit"] == best["commit"] for a in answered[-5:]]) == 1.0
     assert all(job["status"] == "done" for job in later)
+
+
+def test_with_racing_on_a_new_checkpoint_far_worse_than_the_leader_is_stopped_shown_partial_and_completed_on_request(
+    make_server, broken_run, tmp_path
+):
+    repo = f"local/{broken_run.name}"
+    items = write_items(tmp_path / "heldout-200.jsonl", catalogue_split()[1].iloc[:200])  # enough items to stop one early
+    with make_server(PRICER_RACE="1", PRICER_CHECKPOINT_ROOT=str(broken_run.parent), PRICER_DATA=str(items)).start() as server:
+        client = server.client
+        done = {}
+        for revision in ("checkpoint-10", "checkpoint-20", "checkpoint-30", "checkpoint-40"):  # one at a time: a leader each
+            done[revision] = server.wait_for(_evaluate(server, revision, repo)["id"])
+            assert done[revision]["status"] == "done", done[revision]
+        stopped = done["checkpoint-40"]
+        assert stopped["complete"] is False and stopped["metrics"] is None  # never reported as complete
+        low, high = stopped["stopped"]["interval"]
+        assert stopped["stopped"]["metric"] == "mae" and 0 < low <= stopped["stopped"]["difference"] <= high
+        assert stopped["stopped"]["after_round"] >= 1 and 0 < stopped["stopped"]["items_scored"] < validation_size(str(items))
+
+        listing = client.get("/evaluations", params={"repo": repo}).json()
+        assert "checkpoint-40" not in [r["revision"] for r in listing["ranking"]]
+        assert [d["revision"] for d in listing["dropped"]] == ["checkpoint-40"]
+        assert listing["dropped"][0]["stopped"] == stopped["stopped"]
+        assert 0 < listing["racing"]["saved"] < 1 and listing["racing"]["scorings"] < listing["racing"]["full_scorings"]
+        best = client.get("/best-checkpoint", params={"repo": repo}).json()
+        assert best["revision"] != "checkpoint-40" and best["evaluated"] == len(listing["ranking"])
+        page = client.get("/", params={"repo": repo}).text  # the dashboard marks it apart from the ranking
+        ranking_table = page.split('id="ranking"')[1].split("</table>")[0]
+        stopped_table = page.split('id="stopped"')[1].split("</table>")[0]
+        assert 'data-revision="checkpoint-40"' not in ranking_table and 'data-revision="checkpoint-40"' in stopped_table
+
+        # a watch leaves the stopped checkpoint as it is: its poll queues nothing
+        jobs_before = len(listing["jobs"])
+        assert client.post("/watches", json={"repo": repo, "interval_seconds": 3600}, headers=AUTH).status_code == 202
+        until(lambda: client.get(f"/watches/{repo}").json()["last_polled"], "the watch to poll")
+        assert len(client.get("/evaluations", params={"repo": repo}).json()["jobs"]) == jobs_before
+
+        # asking for it again completes it
+        completed = server.wait_for(_evaluate(server, "checkpoint-40", repo)["id"])
+        assert completed["id"] != stopped["id"] and completed["complete"] is True and completed["stopped"] is None
+        assert completed["metrics"]["n"] == validation_size(str(items))
+        listing = client.get("/evaluations", params={"repo": repo}).json()
+        assert "checkpoint-40" in [r["revision"] for r in listing["ranking"]] and listing["dropped"] == []
+        assert listing["racing"] is None

@@ -1,7 +1,6 @@
 """The Evaluator with its store: identity, reuse, atomic writes, ranking, racing."""
 
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,26 +105,11 @@ def test_saving_the_same_evaluation_twice_keeps_the_first(settings, tiny_run, ca
     assert again.id == first.id and _counts(evaluator)[1] == 1
 
 
-def _run_with_a_broken_checkpoint(tiny_run: Path, folder: Path) -> Path:
-    """The tiny run's three checkpoints and a fourth, checkpoint-40, whose LoRA weights are scaled up 30 times:
-    a checkpoint that prices far worse than every other, which full evaluation never chooses."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    for name in ("checkpoint-10", "checkpoint-20", "checkpoint-30"):
-        shutil.copytree(tiny_run / name, folder / name)
-    shutil.copytree(tiny_run / "checkpoint-30", folder / "checkpoint-40")
-    weights = folder / "checkpoint-40" / "adapter_model.safetensors"
-    save_file({k: v * 30 for k, v in load_file(weights).items()}, weights)
-    return folder
-
-
-def test_racing_drops_the_broken_checkpoint_and_stores_the_survivors_as_full_evaluations(settings, tiny_run, tmp_path):
+def test_racing_drops_the_broken_checkpoint_and_stores_the_survivors_as_full_evaluations(settings, tiny_run, broken_run, tmp_path):
     from pricer.evaluator.data import catalogue_split, heldout_from_frame
     from pricer.evaluator.stats.selection import Policy, choose
 
-    run = _run_with_a_broken_checkpoint(tiny_run, tmp_path / "broken-run")
+    run = broken_run
     heldout = heldout_from_frame(catalogue_split()[1].iloc[:200], name="catalogue-200")
     racer = Evaluator(settings.model_copy(update={"base_models": [str(tiny_run.parent.parent)]}))
     raced = racer.race(racer.source(str(run)), None, heldout, policy=Policy())
@@ -146,3 +130,44 @@ def test_racing_drops_the_broken_checkpoint_and_stores_the_survivors_as_full_eva
 
     again = racer.race(racer.source(str(run)), None, heldout, policy=Policy())  # the survivors come from the store
     assert [e.id for e in again.evaluations] == [e.id for e in raced.evaluations]
+
+
+def test_a_dropped_checkpoint_is_stored_partial_never_taken_as_complete_and_completed_on_request(settings, tiny_run, broken_run):
+    from pricer.evaluator.data import catalogue_split, heldout_from_frame
+    from pricer.evaluator.stats.selection import Policy
+
+    run = broken_run
+    heldout = heldout_from_frame(catalogue_split()[1].iloc[:200], name="catalogue-200")
+    racer = Evaluator(settings.model_copy(update={"base_models": [str(tiny_run.parent.parent)]}))
+    source = racer.source(str(run))
+    (dropped,) = racer.race(source, None, heldout, policy=Policy()).dropped
+    partial = dropped.evaluation
+    assert not partial.complete and partial.stopped.after_round == dropped.after_round
+    assert partial.stopped.metric == "mae" and 0 < partial.stopped.low <= partial.stopped.difference <= partial.stopped.high
+    assert partial.n == dropped.items_scored < (~heldout.test).sum()  # the validation items it scored, and no more
+    assert not heldout.test[partial.item_ids].any()
+    np.testing.assert_array_equal(partial.truth, heldout.prices[partial.item_ids])
+    assert racer.store.get(partial.id).stopped == partial.stopped  # read back as partial
+
+    # never taken as complete: not reused, not compared, not found
+    revision = partial.revision
+    assert racer.stored(source, revision, heldout) is None
+    assert partial.id not in racer.comparable(source.name, heldout)
+    assert racer.store.comparable_ids(source.name, dataset_fingerprint=heldout.fingerprint, partial=True) == [partial.id]
+    raced_again = racer.race(source, None, heldout, policy=Policy())  # raced afresh: one partial row, replaced
+    assert racer.store.comparable_ids(source.name, dataset_fingerprint=heldout.fingerprint, partial=True) == [
+        raced_again.dropped[0].evaluation.id
+    ]
+
+    (completed,) = racer.evaluate(source, [revision.revision], heldout)  # completing it is evaluating it
+    assert completed.complete and completed.n == len(heldout)
+    assert racer.store.comparable_ids(source.name, dataset_fingerprint=heldout.fingerprint, partial=True) == []
+    assert completed.id in racer.comparable(source.name, heldout)
+    try:  # the partial row is gone (SQLite may give its id to the complete one)
+        assert racer.store.get(raced_again.dropped[0].evaluation.id).complete
+    except LookupError:
+        pass
+    third = racer.race(source, None, heldout, policy=Policy())  # the complete one is reused, dropped or not
+    assert all(d.evaluation.complete for d in third.dropped) and completed.id in {e.id for e in third.evaluations} | {
+        d.evaluation.id for d in third.dropped
+    }
