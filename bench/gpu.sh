@@ -8,24 +8,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=${LOGS:-/tmp/pricer-gpu}
-mkdir -p "$logs"
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
-py=${PYTHON:-python3}  # the interpreter that holds torch
+source bench/gpu_parts.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$py" -c "import torch, transformers, peft, bitsandbytes, fastapi, pricer.evaluator.scoring
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
       'bitsandbytes', bitsandbytes.__version__, 'cuda', torch.cuda.is_available())" || exit 1
-
-part() {  # part NAME SECONDS COMMAND...: one part under a time limit; the end of its output shown, all of it kept
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name (at most $limit s)"
-    SECONDS=0
-    timeout "$limit" "$@" > "$logs/$name.log" 2>&1
-    local rc=$?
-    grep -v -e "it/s]" -e "^[[:space:]]*$" "$logs/$name.log" | tail -n 25
-    echo "== $name: exit $rc after $SECONDS s"
-}
 
 half=$(( $(nproc) / 2 ))
 part pricing "${PRICING_S:-270}" "$py" -m bench.gpu_pricing

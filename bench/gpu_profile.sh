@@ -9,21 +9,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=${LOGS:-/tmp/pricer-gpu-profile}
-mkdir -p "$logs"
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
-py=${PYTHON:-python3}
+source bench/gpu_parts.sh
 spy=${PY_SPY:-$(command -v py-spy || true)}
-
-part() {  # part NAME SECONDS COMMAND...: one part under a time limit; the end of its output shown, all of it kept
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name (at most $limit s)"
-    SECONDS=0
-    timeout "$limit" "$@" > "$logs/$name.log" 2>&1
-    local rc=$?
-    grep -v -e "it/s]" -e "^[[:space:]]*$" -e "GET /health" "$logs/$name.log" | tail -n "${TAIL:-30}"
-    echo "== $name: exit $rc after $SECONDS s"
-}
 
 sample() {  # sample LOG LINE SERVER_INDEX OUT: once LINE is in LOG, 3 s of py-spy samples of the nth server started
     local log=$1 line=$2 index=$3 out=$4
