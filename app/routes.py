@@ -21,6 +21,7 @@ from pricer.app.schemas import (
     PredictionPublic,
     PredictionsPublic,
     PredictRequest,
+    RacingPublic,
     RankedPublic,
     WatchPublic,
     WatchRequest,
@@ -86,10 +87,10 @@ def read_evaluations(service: ServiceDep, repo: str | None = RepoQuery, metric: 
         ranking = []
     jobs = [EvaluationPublic.of(result) for result in service.jobs(name)]
     metric = service.policy.but(metric=metric).metric
-    stopped = service.stopped(name)
+    racing = service.racing(name)
     return EvaluationsPublic(
         repo=name, metric=metric, ranking=[RankedPublic.of(name, r) for r in ranking], jobs=jobs,
-        dropped=[DroppedPublic.of(name, e) for e in stopped], racing=service.racing(name) if stopped else None,
+        dropped=[DroppedPublic.of(name, e) for e in racing.stopped], racing=RacingPublic.of(racing) if racing.stopped else None,
     )
 
 

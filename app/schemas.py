@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from pricer.evaluator.data import MAX_DESCRIPTIONS
 from pricer.evaluator.records import Evaluation, JobResult, RaceStop, Revision
-from pricer.evaluator.service import ServedPrediction
+from pricer.evaluator.service import RunRacing, ServedPrediction
 from pricer.evaluator.stats.metrics import METRICS, Metrics
 from pricer.evaluator.stats.ranking import Ranked
 from pricer.evaluator.stats.selection import Candidate, Choice
@@ -51,8 +51,7 @@ class StoppedPublic(BaseModel):
 
     @classmethod
     def of(cls, stopped: RaceStop, items_scored: int) -> StoppedPublic:
-        return cls(after_round=stopped.after_round + 1, items_scored=items_scored, metric=stopped.metric,
-                   difference=stopped.difference, interval=(stopped.low, stopped.high))
+        return cls(**stopped.to_dict(), items_scored=items_scored)
 
 
 class EvaluationPublic(CheckpointPublic):
@@ -117,6 +116,10 @@ class RacingPublic(BaseModel):
     scorings: int = Field(description="validation-item scorings made for the checkpoints stored (complete and partial)")
     full_scorings: int = Field(description="what scoring every one of them on every validation item would make")
     saved: float = Field(description="1 - scorings / full_scorings")
+
+    @classmethod
+    def of(cls, racing: RunRacing) -> RacingPublic:
+        return cls(scorings=racing.scorings, full_scorings=racing.full_scorings, saved=round(racing.saved, 4))
 
 
 class EvaluationsPublic(BaseModel):

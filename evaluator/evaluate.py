@@ -291,11 +291,10 @@ class Race:
     def to_dict(self) -> dict:
         """What racing dropped and what it saved, as plain values (the CLI's --json; the API's, once it races)."""
         return {
-            "dropped": [
+            "dropped": [  # rounds counted from 1, as every answer counts them
                 {**d.revision.fields(), "evaluation_id": d.evaluation.id, "complete": d.evaluation.complete,
-                 "after_round": d.after_round, "items_scored": d.items_scored,
-                 **({"difference": d.evaluation.stopped.difference, "interval": (d.evaluation.stopped.low, d.evaluation.stopped.high)}
-                    if d.evaluation.stopped else {})}
+                 "after_round": d.after_round + 1, "items_scored": d.items_scored,
+                 **(d.evaluation.stopped.to_dict() if d.evaluation.stopped else {})}
                 for d in self.dropped
             ],
             "scorings": self.result.scorings,

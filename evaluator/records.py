@@ -112,7 +112,8 @@ class RaceStop:
     high: float
 
     def to_dict(self) -> dict:
-        return {"after_round": self.after_round, "metric": self.metric, "difference": self.difference,
+        """As answers give it: rounds counted from 1."""
+        return {"after_round": self.after_round + 1, "metric": self.metric, "difference": self.difference,
                 "interval": (self.low, self.high)}
 
 

@@ -44,7 +44,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if raced is not None:
         summary = raced.to_dict()
         for dropped in summary["dropped"]:
-            print(f"dropped after round {dropped['after_round'] + 1}: {dropped['revision']} (scored on {dropped['items_scored']} "
+            print(f"dropped after round {dropped['after_round']}: {dropped['revision']} (scored on {dropped['items_scored']} "
                   "validation items; significantly worse than the leader then; `pricer evaluate` without --race completes it)")
         print(f"racing scored {summary['scorings']:,} of the {summary['full_scorings']:,} validation-item scorings a full "
               f"evaluation makes ({summary['saved']:.0%} saved)")

@@ -40,6 +40,20 @@ class ServedPrediction:
     intervals: list[tuple[float, float]]  # the central 80% of the model's distribution, per price
 
 
+@dataclass(frozen=True)
+class RunRacing:
+    """What racing left on one run: the checkpoints it stopped, and the validation-item scorings made for the stored
+    checkpoints against what scoring every one of them on every validation item would make."""
+
+    stopped: list[Evaluation]
+    scorings: int
+    full_scorings: int
+
+    @property
+    def saved(self) -> float:
+        return 1 - self.scorings / self.full_scorings if self.full_scorings else 0.0
+
+
 class PricerService:
     """Evaluate checkpoints off the request path, choose by one policy, and predict with each repo's choice.
 
@@ -243,22 +257,16 @@ class PricerService:
         evaluations = [candidate.evaluation for candidate in choice.candidates]
         return rank(evaluations, metric=choice.policy.metric, estimator=choice.policy.estimator)
 
-    def stopped(self, repo: str) -> list[Evaluation]:
-        """The checkpoints racing stopped, as their partial evaluations, beside the ranked ones (same data, base and config)."""
+    def racing(self, repo: str) -> RunRacing:
+        """What racing left on this run: the checkpoints it stopped (their partial evaluations, beside the ranked ones:
+        same data, base and config) and the validation-item scorings made against what full evaluation would make."""
         source, data = self.source(repo), self.dataset()
-        ids = self._evaluator.store.comparable_ids(source.name, dataset_fingerprint=data.fingerprint, partial=True)
-        return self._evaluator.store.evaluations(source.name, dataset_fingerprint=data.fingerprint, ids=ids) if ids else []
-
-    def racing(self, repo: str) -> dict:
-        """What racing saved on this run: validation-item scorings made for the stored checkpoints, and what scoring
-        every one of them on every validation item would have made."""
-        source, data = self.source(repo), self.dataset()
+        store = self._evaluator.store
+        ids = store.comparable_ids(source.name, dataset_fingerprint=data.fingerprint, partial=True)
+        stopped = store.evaluations(source.name, dataset_fingerprint=data.fingerprint, ids=ids) if ids else []
         complete = len(self._evaluator.comparable(source.name, data))
-        stopped = self.stopped(repo)
         validation = int((~data.test).sum())
-        full = (complete + len(stopped)) * validation
-        scorings = complete * validation + sum(e.n for e in stopped)
-        return {"scorings": scorings, "full_scorings": full, "saved": round(1 - scorings / full, 4) if full else 0.0}
+        return RunRacing(stopped, complete * validation + sum(e.n for e in stopped), (complete + len(stopped)) * validation)
 
     def choice(
         self,

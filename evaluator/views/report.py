@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from pricer.evaluator.errors import NotEvaluated
-from pricer.evaluator.records import Evaluation, Job, JobStatus, Revision
+from pricer.evaluator.records import Job, JobStatus, Revision
 from pricer.evaluator.stats.metrics import METRICS, spec
 from pricer.evaluator.stats.selection import Candidate, Choice, significantly_worse
 from pricer.evaluator.views.charts import LABELS, error_curve, save_png, title_line, to_svg, truth_vs_prediction
 
 if TYPE_CHECKING:
-    from pricer.evaluator.service import PricerService
+    from pricer.evaluator.service import PricerService, RunRacing
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("pricer.evaluator.views", "templates"),
@@ -56,8 +56,7 @@ class RepoView:
     watched: bool
     charts: Charts | None
     serving_metric: str  # what the service's own policy chooses the served adapter by
-    stopped: list[Evaluation] = field(default_factory=list)  # partial evaluations: checkpoints racing stopped
-    racing: dict | None = None  # what racing saved on this run, when it stopped any
+    racing: RunRacing | None = None  # the checkpoints racing stopped on this run and what it saved
 
     @property
     def live(self) -> bool:
@@ -109,7 +108,6 @@ class Views:
         except NotEvaluated:
             choice = None
         served = service.served(repo)
-        stopped = service.stopped(repo)
         return RepoView(
             repo=repo,
             metric=service.policy.but(metric=metric).metric,
@@ -120,8 +118,7 @@ class Views:
             watched=repo in {watch.repo for watch in service.watches()},
             charts=self._charts_of(repo, choice) if choice else None,
             serving_metric=service.policy.metric,
-            stopped=stopped,
-            racing=service.racing(repo) if stopped else None,
+            racing=service.racing(repo),
         )
 
     def _charts_of(self, repo: str, choice: Choice) -> Charts:
