@@ -217,8 +217,8 @@ def test_with_racing_on_a_new_checkpoint_far_worse_than_the_leader_is_stopped_sh
 
         listing = client.get("/evaluations", params={"repo": repo}).json()
         assert "checkpoint-40" not in [r["revision"] for r in listing["ranking"]]
-        assert [d["revision"] for d in listing["dropped"]] == ["checkpoint-40"]
-        assert listing["dropped"][0]["stopped"] == stopped["stopped"]
+        (dropped,) = [d for d in listing["dropped"] if d["revision"] == "checkpoint-40"]
+        assert dropped["stopped"] == stopped["stopped"] and dropped["evaluation_id"] > 0
         assert 0 < listing["racing"]["saved"] < 1 and listing["racing"]["scorings"] < listing["racing"]["full_scorings"]
         best = client.get("/best-checkpoint", params={"repo": repo}).json()
         assert best["revision"] != "checkpoint-40" and best["evaluated"] == len(listing["ranking"])
@@ -238,5 +238,5 @@ def test_with_racing_on_a_new_checkpoint_far_worse_than_the_leader_is_stopped_sh
         assert completed["id"] != stopped["id"] and completed["complete"] is True and completed["stopped"] is None
         assert completed["metrics"]["n"] == validation_size(str(items))
         listing = client.get("/evaluations", params={"repo": repo}).json()
-        assert "checkpoint-40" in [r["revision"] for r in listing["ranking"]] and listing["dropped"] == []
-        assert listing["racing"] is None
+        assert "checkpoint-40" in [r["revision"] for r in listing["ranking"]]
+        assert "checkpoint-40" not in [d["revision"] for d in listing["dropped"]]

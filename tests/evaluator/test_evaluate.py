@@ -109,17 +109,16 @@ def test_racing_drops_the_broken_checkpoint_and_stores_the_survivors_as_full_eva
     from pricer.evaluator.data import catalogue_split, heldout_from_frame
     from pricer.evaluator.stats.selection import Policy, choose
 
-    run = broken_run
     heldout = heldout_from_frame(catalogue_split()[1].iloc[:200], name="catalogue-200")
     racer = Evaluator(settings.model_copy(update={"base_models": [str(tiny_run.parent.parent)]}))
-    raced = racer.race(racer.source(str(run)), None, heldout, policy=Policy())
+    raced = racer.race(racer.source(str(broken_run)), None, heldout, policy=Policy())
     assert [d.revision.revision for d in raced.dropped] == ["checkpoint-40"]
     assert raced.dropped[0].items_scored < (~heldout.test).sum() and raced.saved > 0
     assert [e.revision.step for e in raced.evaluations] == [10, 20, 30]
     assert all(e.n == len(heldout) for e in raced.evaluations)  # the survivors' test items were priced too
 
     full = Evaluator(settings.model_copy(update={"home": tmp_path / "full-home", "base_models": [str(tiny_run.parent.parent)]}))
-    evaluated = full.evaluate(full.source(str(run)), None, heldout)
+    evaluated = full.evaluate(full.source(str(broken_run)), None, heldout)
     for survivor, reference in zip(raced.evaluations, evaluated[:3], strict=True):  # priced in other batches: float rounding
         np.testing.assert_allclose(survivor.prices.mean, reference.prices.mean, rtol=1e-4)
         assert np.mean(survivor.prices.argmax == reference.prices.argmax) > 0.99
@@ -128,7 +127,7 @@ def test_racing_drops_the_broken_checkpoint_and_stores_the_survivors_as_full_eva
     assert by_race.chosen.evaluation.revision.commit == by_full.chosen.evaluation.revision.commit
     assert by_race.test.mae == pytest.approx(by_full.test.mae, rel=1e-3)
 
-    again = racer.race(racer.source(str(run)), None, heldout, policy=Policy())  # the survivors come from the store
+    again = racer.race(racer.source(str(broken_run)), None, heldout, policy=Policy())  # the survivors come from the store
     assert [e.id for e in again.evaluations] == [e.id for e in raced.evaluations]
 
 
@@ -136,10 +135,9 @@ def test_a_dropped_checkpoint_is_stored_partial_never_taken_as_complete_and_comp
     from pricer.evaluator.data import catalogue_split, heldout_from_frame
     from pricer.evaluator.stats.selection import Policy
 
-    run = broken_run
     heldout = heldout_from_frame(catalogue_split()[1].iloc[:200], name="catalogue-200")
     racer = Evaluator(settings.model_copy(update={"base_models": [str(tiny_run.parent.parent)]}))
-    source = racer.source(str(run))
+    source = racer.source(str(broken_run))
     (dropped,) = racer.race(source, None, heldout, policy=Policy()).dropped
     partial = dropped.evaluation
     assert not partial.complete and partial.stopped.after_round == dropped.after_round
