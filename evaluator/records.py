@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 import numpy as np
@@ -175,6 +175,9 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    worker: str | None = None  # who runs (or ran) it: host:pid:token of the process, and the actor's name under Ray
+    items_done: int = 0  # while running: how far its pricing is, as its worker last reported
+    items_total: int = 0
 
     @property
     def finished(self) -> bool:
@@ -209,6 +212,4 @@ class Watch:
     last_polled: datetime | None
     last_error: str | None
     created_at: datetime
-
-    def due(self, now: datetime) -> bool:
-        return self.last_polled is None or now - self.last_polled >= timedelta(seconds=self.interval)
+    next_poll: datetime | None = None  # when it is due (None: now)

@@ -8,6 +8,7 @@ module reads nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -16,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pricer.evaluator.data import CATALOGUE
 from pricer.evaluator.stats.metrics import Metric
 from pricer.evaluator.stats.selection import EstimatorChoice, Policy, Rule
+
+Executor = Literal["thread", "ray", "none"]
 
 
 def default_home() -> Path:
@@ -64,6 +67,23 @@ class Settings(BaseSettings):
         "everything under them); pricer's home, the checkpoint root and PRICER_BASE_MODEL are always allowed",
     )
     worker_stall_seconds: float = Field(default=1800, gt=0, description="a job with no progress this long is reported stuck")
+    lease_seconds: float = Field(
+        default=60, gt=0,
+        description="how long a claimed job stays a worker's without a renewal (renewed every few seconds while it runs); "
+        "a job whose worker vanished runs again after this",
+    )
+    executor: Executor = Field(
+        default="thread",
+        description="what runs the evaluation jobs `pricer serve` queues: 'thread' (one worker thread in the process), "
+        "'ray' (a pool of Ray actors, one per GPU) or 'none' (only `pricer worker` processes elsewhere)",
+    )
+    ray_address: str | None = Field(default=None, description="the Ray cluster to join ('auto': the one `ray start` runs here); default: a local one")
+    ray_actors: int | None = Field(default=None, ge=1, description="Ray actors evaluating; default: one per GPU of the cluster, else one")
+    ray_gpus_per_actor: float | None = Field(default=None, ge=0, description="GPUs each actor holds; default: 1 where the cluster has GPUs, else 0")
+    ray_cpus_per_actor: float = Field(default=1, ge=0, description="CPUs each actor holds")
+    refresh_seconds: float = Field(
+        default=2.0, gt=0, description="how often a replica looks for results other processes stored, to serve a new choice"
+    )
     host: str = Field(default="127.0.0.1", description="address `pricer serve` listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port `pricer serve` listens on")
     test_share: float = Field(default=0.5, ge=0, lt=1, description="share of held-out items kept for the test part")

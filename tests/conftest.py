@@ -104,3 +104,26 @@ def make_server(tmp_path: Path, tiny_run: Path):
     yield make
     for server in servers:
         server.stop()
+
+
+POSTGRES = os.environ.get("PRICER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh, empty PostgreSQL database on the machine's server (`PRICER_TEST_POSTGRES` names the server and a
+    database to connect to first), dropped after the test. No server is a failure, not a skip: CI provides one."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(POSTGRES)
+    name = f"pricer_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -88,9 +88,43 @@ class ServerProcess:
         """Until /health names `commit` as the served adapter."""
         until(lambda: (self.client.get("/health").json()["served"] or {}).get("commit") == commit, f"{commit} to be served", timeout=timeout)
 
+    def pid(self) -> int:
+        return self.process.pid
+
     def __enter__(self) -> ServerProcess:
         return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.client.close()
+
+
+class WorkerProcess:
+    """`pricer worker` in a subprocess: it runs the jobs of the store its environment names."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = {**os.environ, **env}, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        command = [sys.executable, "-m", "pricer.evaluator.cli.main", "-v", "worker", "--threads", "1"]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        until(lambda: "evaluating the jobs queued" in self.log.read_text() or self.process.poll() is not None,
+              "the worker to start", timeout=timeout)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen one must be able to hear the next
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)

@@ -32,6 +32,9 @@ def settings_from(args: argparse.Namespace):
         "estimator": "estimator",
         "overfit_patience": "patience",
         "race": "race",
+        "executor": "executor",
+        "ray_address": "ray_address",
+        "ray_actors": "ray_actors",
     }
     given = {field: getattr(args, flag, None) for field, flag in flags.items()}
     return Settings(**{field: value for field, value in given.items() if value not in (None, False)})

@@ -1,8 +1,10 @@
-"""`pricer serve | watch | report | demo`: the long-running service, its watches, and what it shows."""
+"""`pricer serve | worker | watch | report | demo`: the long-running service, its workers, its watches, what it shows."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +37,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if settings.checkpoint_root is not None and not settings.checkpoint_root.is_dir():
         raise InvalidRepoId(f"checkpoint root {settings.checkpoint_root} is not a folder")
     _run_app(settings, verbose=args.verbose)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    """Run the store's queued jobs in this process until SIGTERM or Ctrl-C (the running job is finished first, or, cut
+    off, runs again elsewhere)."""
+    from pricer.evaluator.service import PricerService
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = settings_from(args)
+    service = PricerService(settings, serving=False)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    service.start()
+    print(f"evaluating the jobs queued in {service.store_name()}; Ctrl-C stops", flush=True)
+    stopping.wait()
+    service.stop(timeout=settings.lease_seconds)
 
 
 def cmd_watch(args: argparse.Namespace) -> None:
@@ -138,8 +160,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-root", help="folder whose run folders are served as local/<name> (or PRICER_CHECKPOINT_ROOT)")
     add_data_option(p)
     p.add_argument("--repo", help="the repo whose best adapter /predict serves (default: the latest evaluated)")
+    p.add_argument(
+        "--executor", choices=["thread", "ray", "none"],
+        help="what runs the evaluation jobs: a worker thread here (default), Ray actors, or none (`pricer worker` "
+        "processes elsewhere) (PRICER_EXECUTOR)",
+    )
+    p.add_argument("--ray-address", help="the Ray cluster for --executor ray ('auto': the one `ray start` runs here)")
+    p.add_argument("--ray-actors", type=int, help="Ray actors evaluating (default: one per GPU of the cluster, else one)")
     add_model_options(p)
     p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("worker", help="run the evaluation jobs a store holds, beside `pricer serve` replicas")
+    p.add_argument("--checkpoint-root", help="folder whose run folders are local/<name> (or PRICER_CHECKPOINT_ROOT)")
+    add_data_option(p)
+    p.add_argument("--threads", type=int, help="CPU threads for pricing (default: torch's own choice)")
+    add_model_options(p)
+    p.set_defaults(run=cmd_worker)
 
     p = commands.add_parser("demo", help="the whole loop on the embedded default: tiny model, training, evaluation")
     p.add_argument("--db")

@@ -19,14 +19,15 @@ from pricer.evaluator.data import HeldOutSet, load_heldout, prompts_for
 from pricer.evaluator.errors import DatasetNotFound, InvalidPredictionInput, ModelNotReady, NotEvaluated, RevisionNotFound
 from pricer.evaluator.evaluate import Evaluator, Race, adapter_name
 from pricer.evaluator.records import Evaluation, Job, JobResult, JobStatus, Progress, Revision, Watch
+from pricer.evaluator.service.loop import Loop
 from pricer.evaluator.service.serving import Served, Serving
 from pricer.evaluator.service.telemetry import Telemetry
 from pricer.evaluator.service.watching import Watching
-from pricer.evaluator.service.worker import Executor, JobRunner, ThreadWorker
+from pricer.evaluator.service.worker import Executor, JobRunner, NoExecutor, ThreadWorker
 from pricer.evaluator.settings import Settings
 from pricer.evaluator.stats.ranking import Ranked, rank
 from pricer.evaluator.stats.selection import Choice, EstimatorChoice, Policy, choose
-from pricer.evaluator.store import JobQueue, Watches
+from pricer.evaluator.store import JobQueue, Watches, worker_name
 
 log = logging.getLogger(__name__)
 CHOICES_KEPT = 64
@@ -57,13 +58,19 @@ class RunRacing:
 class PricerService:
     """Evaluate checkpoints off the request path, choose by one policy, and predict with each repo's choice.
 
+    Any number of services (replicas, `pricer worker` processes) may share one store: each claims jobs under a lease,
+    serves the choice the store's evaluations give (looking for new ones every `settings.refresh_seconds`), and
+    takes a watch's poll only when no other has taken it.
+
     Args:
-        settings: everything configurable; `settings.policy` is how every door chooses.
+        settings: everything configurable; `settings.policy` is how every door chooses, `settings.executor` what
+            runs the queued jobs (a worker thread of this process, Ray actors, or nothing here).
         evaluator: prices and stores (default: one over `settings`).
-        executor: what runs the queued jobs (default: one worker thread of this process).
+        serving: False for a process that only runs jobs (`pricer worker`): nothing is served or watched, and an
+            evaluated adapter is let go at once.
     """
 
-    def __init__(self, settings: Settings | None = None, *, evaluator: Evaluator | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, evaluator: Evaluator | None = None, serving: bool = True) -> None:
         self.settings = settings or Settings()
         self.policy = self.settings.policy
         self._evaluator = evaluator or Evaluator(self.settings)
@@ -79,31 +86,56 @@ class PricerService:
         self._serving = Serving(
             self._evaluator, max_batch=self.settings.predict_max_batch, max_wait=self.settings.predict_max_wait_ms / 1000
         )
-        runner = JobRunner(
+        self.serving = serving
+        self._following = Loop("pricer-follow", self._follow, wait=self.settings.refresh_seconds)
+        self._stored_version: tuple | None = None  # what the store's evaluations were when the served choices were made
+        self._refreshing = threading.RLock()
+        self._executor: Executor = self._make_executor()
+        # a poll leaves a stopped (partial) checkpoint as it is; asking for it completes it
+        self._watching = Watching(self._watches, revisions=self._scan, enqueue=lambda repo, r: self._enqueue(repo, r, partial=True))
+
+    def runner(self, worker: str) -> JobRunner:
+        """What runs one job at a time here, claiming under `worker`'s name (a thread's, or a Ray actor's)."""
+        return JobRunner(
             self._jobs,
             self._evaluator,
             open_job=self._open_job,
-            done=self._job_done,
+            done=self._job_done if self.serving else lambda job, evaluation: None,
             telemetry=self.telemetry,
+            worker=worker,
+            lease=self.settings.lease_seconds,
             redact=self.settings.redact,
             leader=self._leader if self.settings.race else None,
+            keep=self.serving,
         )
-        self._executor: Executor = ThreadWorker(runner, on_start=self._restore_served)
-        # a poll leaves a stopped (partial) checkpoint as it is; asking for it completes it
-        self._watching = Watching(self._watches, revisions=self._scan, enqueue=lambda repo, r: self._enqueue(repo, r, partial=True))
+
+    def _make_executor(self) -> Executor:
+        kind = self.settings.executor if self.serving else "thread"
+        if kind == "ray":
+            from pricer.evaluator.service.ray_executor import RayExecutor
+
+            return RayExecutor(self.settings, self._jobs, on_done=self._following.wake)
+        if kind == "none":
+            return NoExecutor()
+        return ThreadWorker(self.runner(worker_name("serve" if self.serving else "worker")))
 
     # ---- lifecycle
 
     def start(self) -> None:
-        """Requeue jobs a previous process left running, then start the worker and the watch poller (once)."""
-        if (requeued := self._jobs.recover()) > 0:
-            log.info("requeued %d job(s) interrupted by a restart", requeued)
+        """Requeue jobs whose worker is gone (a previous process of this one), serve each repo's choice, then start the
+        executor, and (when serving) the watch poller and the loop that follows other processes' results."""
+        if (requeued := self._jobs.requeue_lost()) > 0:
+            log.info("requeued %d job(s) whose worker had stopped", requeued)
         self._executor.start()
-        self._watching.start()
+        if self.serving:
+            self._watching.start()
+            self._following.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the running job (a job cut off by the process ending is requeued on the next start)."""
+        """Stop after the running job (a job cut off by the process ending runs again: on the next start, or on
+        another worker once its lease runs out)."""
         self._watching.stop(timeout)
+        self._following.stop(timeout)
         self._executor.stop(timeout)
 
     def health(self) -> list[str]:
@@ -112,9 +144,15 @@ class PricerService:
         problems = self._executor.problems(self.settings.worker_stall_seconds)
         if self._watching.revive():
             problems.append("the watch poller had stopped; it was started again")
+        if self._following.revive():
+            problems.append("the loop that serves new choices had stopped; it was started again")
         if (error := self._evaluator.store.write_error) is not None:
             problems.append(f"the store cannot be written: {error}")
         return [self.redact(problem) for problem in problems]
+
+    def store_name(self) -> str:
+        """The store's URL as it may be shown: no password."""
+        return self._evaluator.store.engine.url.render_as_string(hide_password=True)
 
     def redact(self, text: str) -> str:
         """A message as callers may see it: run names, not server paths (see `Settings.redact`)."""
@@ -178,8 +216,11 @@ class PricerService:
         return self._jobs.counts()
 
     def activity(self) -> list[Progress]:
-        """The jobs running now and how far each is."""
-        return self._executor.activity()
+        """The jobs running now, here or on any worker of the store, and how far each is (this process's own
+        progress is the freshest; other workers' is what their last lease renewal recorded)."""
+        here = {progress.job.id: progress for progress in self._executor.activity()}
+        anywhere = [here.get(job.id, Progress(job, job.items_done, job.items_total)) for job in self._jobs.jobs(status=JobStatus.RUNNING)]
+        return anywhere + [progress for job_id, progress in here.items() if job_id not in {p.job.id for p in anywhere}]
 
     def idle(self) -> bool:
         """Whether no job is queued or running."""
@@ -231,12 +272,13 @@ class PricerService:
     def _job_done(self, job: Job, evaluation: Evaluation) -> None:
         """A job finished: serve the new choice, keeping the just-evaluated adapter loaded when it is that choice."""
         model = self._evaluator.model(evaluation.base_model)
-        try:
-            self._refresh_served(job.repo)
-        finally:
-            name = adapter_name(evaluation.revision)
-            if not self._serving.uses(model, name):
-                model.release_adapter(name)
+        with self._refreshing:
+            try:
+                self._serve_choice(job.repo)
+            finally:
+                name = adapter_name(evaluation.revision)
+                if not self._serving.uses(model, name):
+                    model.release_adapter(name)
 
     def _leader(self, repo: str, data: HeldOutSet) -> tuple[Revision, Policy] | None:
         """What a new checkpoint races against: the choice now on `data` (the default held-out set only) and the policy
@@ -359,15 +401,26 @@ class PricerService:
             [row[column] for row in rows], served.repo, served.revision, [(row["low"], row["high"]) for row in rows]
         )
 
-    def _restore_served(self) -> None:
+    def _follow(self) -> bool:
+        """Serve each repo's choice again when the store's evaluations changed: on start, and whenever this or
+        another process (a worker, a replica, a Ray actor) stored one. Returns False: wait for the next look."""
+        version = self._evaluator.store.version()
+        if version == self._stored_version:
+            return False
         for repo in self._jobs.repos():
             try:
                 self._refresh_served(repo)
             except Exception:  # one repo's missing files must not stop the others from being served
                 log.exception("cannot serve %s", repo)
+        self._stored_version = version
+        return False
 
     def _refresh_served(self, repo: str) -> None:
         """Serve the checkpoint the policy chooses, swapping adapters atomically when it changed."""
+        with self._refreshing:  # the worker's thread and the follower's: one swap at a time
+            self._serve_choice(repo)
+
+    def _serve_choice(self, repo: str) -> None:
         choice = self.choice(repo)
         if choice.overfitting and repo not in self._alarmed:
             self._alarmed.add(repo)

@@ -1,8 +1,8 @@
 """Watching: every checkpoint a watched repo has is queued, then each new one as training writes it.
 
-Watches live in the store (they survive restarts); one poller thread lists each watched
-repo's revisions at the watch's interval and hands them to `enqueue`, which never queues a
-checkpoint twice.
+Watches live in the store (they survive restarts); one poller thread per replica takes the
+watches due (one replica polls each, see `Watches.take_due`), lists each one's revisions and
+hands them to `enqueue`, which never queues a checkpoint twice.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pricer.evaluator.errors import PricerError
 from pricer.evaluator.records import Revision, Watch
 from pricer.evaluator.service.loop import Loop
-from pricer.evaluator.store import Watches, utcnow
+from pricer.evaluator.store import Watches
 
 log = logging.getLogger(__name__)
+POLL_LEASE = 120  # seconds a replica holds a poll it took; a poll cut off by its end is taken by another after this
 
 
 class Watching:
@@ -60,8 +61,8 @@ class Watching:
             self.watches.polled(watch.repo, error=f"internal error: {type(exc).__name__}: {exc}")
 
     def _poll_due(self) -> bool:
-        now = utcnow()
-        for watch in self.watches.all():
-            if watch.due(now) and not self._loop.stopping:
-                self.poll(watch)
+        for watch in self.watches.take_due(POLL_LEASE):
+            if self._loop.stopping:
+                break
+            self.poll(watch)
         return False  # wait for the next round

@@ -1,14 +1,16 @@
 """The worker: claim a queued job from the store, run it, finish it.
 
 `JobRunner` is what one job takes, whatever runs it; `Executor` is what runs jobs. Jobs are
-claimed from the store (a claim is a compare-and-set), so several executors can share one
-queue: `ThreadWorker` is one thread in this process; a distributed executor (processes, Ray
-actors) implements the same interface over the same store.
+claimed from the store with a lease that the runner renews while the job runs, so any number
+of executors, in any number of processes and machines, share one queue: `ThreadWorker` is one
+thread in this process (`pricer serve`, `pricer worker`); `RayExecutor` (`ray_executor`) hands
+jobs to a pool of Ray actors.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,9 +58,13 @@ class JobRunner:
         evaluator: prices and stores.
         open_job: the source and held-out set a job names.
         done: called with each finished job and its evaluation (the service re-chooses what it serves).
+        worker: the name this runner claims jobs under (`worker_name()`).
+        lease: seconds a claim holds a job; renewed while it runs, with its progress, so every replica sees both.
         leader: with racing on, the repo's current choice on a held-out set and the policy it was chosen under
             (None: nothing chosen yet); a new checkpoint is then raced against it.
         redact: what a caller may see of an error message (no server paths).
+        keep: keep each evaluated adapter loaded (a process that serves may serve it next); False in a worker that
+            only evaluates.
 
     Nothing a job raises ends the runner. An outcome the store cannot take (a full disk) is kept and
     written before any other job is claimed, so a job never stays "running" behind a live worker.
@@ -72,14 +78,17 @@ class JobRunner:
         open_job: Callable[[Job], tuple[CheckpointSource, HeldOutSet]],
         done: Callable[[Job, Evaluation], None],
         telemetry: Telemetry,
+        worker: str,
+        lease: float,
         redact: Callable[[str], str] = lambda text: text,
         leader: Callable[[str, HeldOutSet], tuple[Revision, Policy] | None] | None = None,
+        keep: bool = True,
     ) -> None:
         self.jobs, self.evaluator, self.open_job, self.done, self.telemetry = jobs, evaluator, open_job, done, telemetry
-        self.leader = leader
+        self.worker, self.lease, self.leader, self.keep = worker, lease, leader, keep
         self.redact = redact
         self.progress: Progress | None = None
-        self.unrecorded: dict[int, str] = {}  # job id -> why it failed, not yet in the store
+        self.unrecorded: dict[int, tuple[str, str | None]] = {}  # job id -> why it failed and its worker, not yet stored
         self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricer-prefetch")
         self._fetched: tuple[tuple[str, str], Future[Checkpoint]] | None = None  # ((repo, commit), its fetch)
 
@@ -87,15 +96,17 @@ class JobRunner:
         """Run the oldest queued job, if there is one. Returns whether there was."""
         if not self._record_failures():
             return False  # the store still refuses writes: claim nothing until it takes them
-        job = self.jobs.claim()
+        job = self.jobs.claim(self.worker, self.lease)
         if job is None:
             return False
         self.run(job)
         return True
 
     def run(self, job: Job) -> None:
+        """Run a job claimed under `job.worker`'s lease (this runner's, or the name a dispatcher claimed it under)."""
         started = time.perf_counter()
         self.progress = Progress(job, 0, 0)
+        heartbeat = Heartbeat(self, job)
         try:
             source, data = self.open_job(job)
             if data.fingerprint != job.dataset_fingerprint:
@@ -108,11 +119,15 @@ class JobRunner:
                 data,
                 on_batch=lambda done, total: self._priced(job, done, total),
                 fetched=fetched,
-                keep=True,
+                keep=self.keep,
             )
-            finished = self.jobs.finish(job.id, evaluation.id, evaluation.revision)
+            heartbeat.stop()
+            finished = self.jobs.finish(job.id, evaluation.id, evaluation.revision, worker=job.worker)
             if self.progress.total:  # items were priced, not taken from the store
                 self.telemetry.evaluation_seconds.observe(time.perf_counter() - started)
+            if finished is None:  # its lease ran out meanwhile: its new run finds the evaluation stored and ends at once
+                log.warning("job %d: evaluated, but its lease was lost; its next run completes it", job.id)
+                return
             log.info("job %d done: %s@%s", job.id, job.repo, job.revision.revision)
             self.done(finished, evaluation)
         except PricerError as exc:
@@ -122,6 +137,7 @@ class JobRunner:
             log.exception("job %d failed unexpectedly", job.id)
             self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            heartbeat.stop()
             self.progress = None
 
     def _raced(self, job: Job, source: CheckpointSource, data: HeldOutSet) -> Evaluation | None:
@@ -150,14 +166,14 @@ class JobRunner:
         return found
 
     def _fail(self, job: Job, reason: str) -> None:
-        self.unrecorded[job.id] = self.redact(reason)
+        self.unrecorded[job.id] = (self.redact(reason), job.worker)
         self._record_failures()
 
     def _record_failures(self) -> bool:
         """Write the failures the store could not take before. Returns whether none is left."""
-        for job_id, reason in list(self.unrecorded.items()):
+        for job_id, (reason, worker) in list(self.unrecorded.items()):
             try:
-                self.jobs.fail(job_id, reason)
+                self.jobs.fail(job_id, reason, worker=worker)
             except StoreUnavailable as exc:
                 log.warning("cannot record that job %d failed (%s); trying again", job_id, exc)
                 return False
@@ -192,12 +208,40 @@ class JobRunner:
             pass  # its own run reports why
 
 
+class Heartbeat:
+    """While a job runs: renew its lease, with its progress, every few seconds (a thread of its own, so a long
+    forward pass never lets the lease run out)."""
+
+    def __init__(self, runner: JobRunner, job: Job) -> None:
+        self.runner, self.job = runner, job
+        self.every = min(runner.lease / 4, 2.0)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"pricer-lease-{job.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.every):
+            progress = self.runner.progress
+            done, total = (progress.done, progress.total) if progress is not None else (None, None)
+            try:
+                if not self.runner.jobs.renew(self.job.id, self.job.worker, self.runner.lease, done=done, total=total):
+                    log.warning("job %d: its lease was lost (it is queued again); finishing the work in hand", self.job.id)
+                    return
+            except Exception as exc:  # the store down for a moment: the next beat tries again, the lease has slack
+                log.warning("job %d: cannot renew its lease (%s)", self.job.id, exc)
+
+
 class ThreadWorker:
     """An `Executor`: one thread of this process that runs jobs one at a time."""
 
-    def __init__(self, runner: JobRunner, *, on_start: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, runner: JobRunner) -> None:
         self.runner = runner
-        self._loop = Loop("pricer-worker", runner.run_next, first=on_start)
+        self._loop = Loop("pricer-worker", runner.run_next)
 
     def start(self) -> None:
         self._loop.start()
@@ -217,3 +261,23 @@ class ThreadWorker:
     def problems(self, stall: float) -> list[str]:
         revived = ["the worker thread had stopped; it was started again"] if self._loop.revive() else []
         return revived + self.runner.problems(stall)
+
+
+class NoExecutor:
+    """An `Executor` that runs nothing here: this replica only queues and serves; `pricer worker` processes (or
+    another replica's executor) run the jobs."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 30.0) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
+
+    def activity(self) -> list[Progress]:
+        return []
+
+    def problems(self, stall: float) -> list[str]:
+        return []

@@ -2,7 +2,7 @@
 prediction, the job queue and the watches, in one database (SQLite by default, PostgreSQL at scale)."""
 
 from pricer.evaluator.store.evaluations import Store, utcnow
-from pricer.evaluator.store.jobs import MAX_ATTEMPTS, JobQueue
+from pricer.evaluator.store.jobs import MAX_ATTEMPTS, JobQueue, worker_name
 from pricer.evaluator.store.watches import Watches
 
-__all__ = ["MAX_ATTEMPTS", "JobQueue", "Store", "Watches", "utcnow"]
+__all__ = ["MAX_ATTEMPTS", "JobQueue", "Store", "Watches", "utcnow", "worker_name"]

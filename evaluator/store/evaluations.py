@@ -7,111 +7,18 @@ its predictions in one transaction, so a crash never leaves half an evaluation.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import (
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Session, selectinload
 
 from pricer.evaluator.errors import StoreUnavailable
 from pricer.evaluator.records import ESTIMATES, Evaluation, EvaluationKey, ItemPrices, RaceStop, Revision
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator):
-    """A moment in UTC: stored without a zone (SQLite keeps none), always read back with it."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
-        return value.astimezone(UTC).replace(tzinfo=None) if value is not None and value.tzinfo else value
-
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None else None
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime}  # noqa: RUF012  (SQLAlchemy's own class attribute)
-
-
-class CheckpointRow(Base):
-    __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("source", "commit"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    source: Mapped[str] = mapped_column(String(512), index=True)
-    revision: Mapped[str] = mapped_column(String(256))
-    commit: Mapped[str] = mapped_column(String(64))
-    step: Mapped[int | None] = mapped_column(Integer)
-    epoch: Mapped[float | None] = mapped_column(Float)
-    message: Mapped[str | None] = mapped_column(Text)
-    train_loss: Mapped[float | None] = mapped_column(Float)
-    adapter_base: Mapped[str | None] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class EvaluationRow(Base):
-    __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("checkpoint_id", "base_model", "dataset_fingerprint", "config_key"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), index=True)
-    base_model: Mapped[str] = mapped_column(String(512))
-    dataset_name: Mapped[str] = mapped_column(String(256))
-    dataset_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
-    config_key: Mapped[str] = mapped_column(String(256))
-    n: Mapped[int] = mapped_column(Integer)
-    seconds: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # set when racing dropped the checkpoint: the evaluation is partial (only the items scored), never taken as complete
-    stopped_round: Mapped[int | None] = mapped_column(Integer)
-    stopped_metric: Mapped[str | None] = mapped_column(String(32))
-    stopped_difference: Mapped[float | None] = mapped_column(Float)
-    stopped_low: Mapped[float | None] = mapped_column(Float)
-    stopped_high: Mapped[float | None] = mapped_column(Float)
-
-    checkpoint: Mapped[CheckpointRow] = relationship(lazy="joined")
-    predictions: Mapped[list[PredictionRow]] = relationship(order_by="PredictionRow.item", cascade="all, delete-orphan")
-
-
-class PredictionRow(Base):
-    __tablename__ = "predictions"
-
-    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id"), primary_key=True)
-    item: Mapped[int] = mapped_column(Integer, primary_key=True)
-    truth: Mapped[float] = mapped_column(Float)
-    argmax: Mapped[float] = mapped_column(Float)
-    mean: Mapped[float] = mapped_column(Float)
-    p_number: Mapped[float | None] = mapped_column(Float)
-    # the other estimates and the 80% interval (null in rows an earlier pricer wrote)
-    median: Mapped[float | None] = mapped_column(Float)
-    log: Mapped[float | None] = mapped_column(Float)
-    hit: Mapped[float | None] = mapped_column(Float)
-    low: Mapped[float | None] = mapped_column(Float)
-    high: Mapped[float | None] = mapped_column(Float)
-    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # a test item: never used to choose
+from pricer.evaluator.store.migrate import migrate
+from pricer.evaluator.store.schema import CheckpointRow, EvaluationRow, PredictionRow, utcnow  # noqa: F401  (utcnow: re-exported)
 
 
 def _evaluation(row: EvaluationRow) -> Evaluation:
@@ -140,22 +47,6 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
     )
 
 
-def _add_missing_columns(engine) -> None:
-    """Stores made by an earlier pricer lack newer nullable columns: add them in place."""
-    added = {
-        ("predictions", "test"): "BOOLEAN NOT NULL DEFAULT FALSE",
-        ("checkpoints", "train_loss"): "FLOAT",
-        ("evaluations", "stopped_round"): "INTEGER",
-        ("evaluations", "stopped_metric"): "VARCHAR(32)",
-        **{("evaluations", f"stopped_{name}"): "FLOAT" for name in ("difference", "low", "high")},
-        **{("predictions", name): "FLOAT" for name in ESTIMATES},
-    }
-    for (table, column), kind in added.items():
-        if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
-            with engine.begin() as connection:
-                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
-
-
 class _Kept(Exception):
     """A complete evaluation was already stored under the key: keep it, write nothing."""
 
@@ -180,14 +71,14 @@ class Store:
         if sqlite_file:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"check_same_thread": False, "timeout": 30} if parsed.drivername.startswith("sqlite") else {}
-        self.engine = create_engine(url, connect_args=connect_args)
+        # a server's connections may drop (a restart, a failover): each is tried before use
+        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not parsed.drivername.startswith("sqlite"))
         self.write_error: str | None = None  # the last write that failed, until one succeeds
         event.listen(self.engine, "handle_error", self._unavailable)
         event.listen(self.engine, "after_cursor_execute", self._executed)
         if sqlite_file:  # readers (requests) never wait for the writer (the worker), and a crash cannot corrupt
             event.listen(self.engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
-        Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        migrate(self.engine)
 
     def _unavailable(self, context: ExceptionContext) -> None:
         """A database that cannot be written or reached (disk full, locked, down) is `StoreUnavailable`."""
@@ -198,6 +89,12 @@ class Store:
     def _executed(self, connection, cursor, statement: str, *args) -> None:
         if self.write_error is not None and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
             self.write_error = None  # a write went through: the store takes writes again
+
+    def version(self) -> tuple[int, int | None]:
+        """What changes whenever an evaluation is stored or replaced, by any process: how many there are, the newest id."""
+        with Session(self.engine) as session:
+            count, newest = session.execute(select(func.count(), func.max(EvaluationRow.id))).one()
+            return int(count), newest
 
     def adapter_base(self, source: str, commit: str) -> str | None:
         """The base model a stored checkpoint's adapter names, if the checkpoint is known."""

@@ -1,47 +1,58 @@
-"""Evaluation jobs: a durable queue in the store.
+"""Evaluation jobs: a durable queue in the store, shared by every worker on any machine.
 
 A job lives in the `jobs` table from the moment it is asked for, so a process that dies
-loses nothing: on start, jobs left `running` go back to `queued` and run again. Stored
+loses nothing. A worker claims a job with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL,
+a compare-and-set everywhere) and renews it while the job runs; a job whose lease ran out,
+or whose worker on this machine is gone, goes back to the queue and runs again. Stored
 evaluations are idempotent (see `Store.save`), so a job that finished its evaluation but
-died before being marked done completes at once on its second run, without work.
+died before being marked done completes at once on its second run, without work, and a
+job runs to completion once in the store's eyes.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pricer.evaluator.errors import JobNotFound
 from pricer.evaluator.records import Job, JobStatus, Revision
-from pricer.evaluator.store.evaluations import Base, Store, utcnow
+from pricer.evaluator.store.evaluations import Store
+from pricer.evaluator.store.schema import JobRow, utcnow
 
 QUEUED, RUNNING, DONE, FAILED = JobStatus
 MAX_ATTEMPTS = 3  # a job that kills its process this often is failed, not retried forever
+_TOKENS: set[str] = set()  # the worker names this process gave out
 
 
-class JobRow(Base):
-    __tablename__ = "jobs"
+def worker_name(role: str = "worker") -> str:
+    """A name no other worker has, anywhere: `host:pid:token` (and the role), so a restart on the same machine can
+    tell that the process holding a job is gone without waiting for its lease."""
+    token = uuid.uuid4().hex[:8]
+    _TOKENS.add(token)
+    return f"{socket.gethostname()}:{os.getpid()}:{token}:{role}"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    repo: Mapped[str] = mapped_column(String(512), index=True)  # as the user named it: org/name or local/<name>
-    source: Mapped[str] = mapped_column(String(512))  # the checkpoint source's own name, as the store keys it
-    revision: Mapped[str] = mapped_column(String(256))
-    commit: Mapped[str] = mapped_column(String(64))
-    step: Mapped[int | None] = mapped_column(Integer)
-    epoch: Mapped[float | None] = mapped_column(Float)
-    message: Mapped[str | None] = mapped_column(Text)
-    dataset: Mapped[str] = mapped_column(String(256))
-    dataset_fingerprint: Mapped[str] = mapped_column(String(64))
-    config_key: Mapped[str] = mapped_column(String(256))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    error: Mapped[str | None] = mapped_column(Text)
-    evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id"))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column()
-    finished_at: Mapped[datetime | None] = mapped_column()
+
+def _gone(worker: str) -> bool:
+    """Whether a worker name belongs to a process of this machine that no longer runs."""
+    host, pid, token, *_ = [*worker.split(":"), "", "", ""]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: only its lease tells
+    if int(pid) == os.getpid():
+        return token not in _TOKENS  # this pid, but an earlier process's (a container restarted as pid 1)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def _job(row: JobRow) -> Job:
@@ -59,6 +70,9 @@ def _job(row: JobRow) -> Job:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        worker=row.worker,
+        items_done=row.items_done or 0,
+        items_total=row.items_total or 0,
     )
 
 
@@ -81,7 +95,6 @@ class JobQueue:
 
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
-        Base.metadata.create_all(self.engine, tables=[JobRow.__table__])
 
     def add(
         self,
@@ -96,19 +109,18 @@ class JobQueue:
         """The job for this checkpoint, data and config: an unfinished (or, with `evaluation_id`, done) one
         that exists already, else a new one. Returns (job, whether it is new)."""
         wanted = {QUEUED, RUNNING} if evaluation_id is None else {DONE}
-        with Session(self.engine) as session, session.begin():
-            same = select(JobRow).where(
-                JobRow.repo == repo,
-                JobRow.commit == revision.commit,
-                JobRow.dataset_fingerprint == dataset_fingerprint,
-                JobRow.config_key == config_key,
-                JobRow.status.in_(wanted),
-            )
-            if evaluation_id is not None:
-                same = same.where(JobRow.evaluation_id == evaluation_id)
-            if existing := session.scalars(same.order_by(JobRow.id)).first():
-                return _job(existing), False
-            row = _new_row(
+        same = select(JobRow).where(
+            JobRow.repo == repo,
+            JobRow.commit == revision.commit,
+            JobRow.dataset_fingerprint == dataset_fingerprint,
+            JobRow.config_key == config_key,
+            JobRow.status.in_(wanted),
+        )
+        if evaluation_id is not None:
+            same = same.where(JobRow.evaluation_id == evaluation_id)
+
+        def new_row() -> JobRow:
+            return _new_row(
                 repo,
                 revision,
                 dataset=dataset,
@@ -118,6 +130,17 @@ class JobQueue:
                 evaluation_id=evaluation_id,
                 finished_at=None if evaluation_id is None else utcnow(),
             )
+
+        try:
+            return self._found_or_added(same, new_row)
+        except IntegrityError:  # another process queued it between the look and the write: look again, and find it
+            return self._found_or_added(same, new_row)
+
+    def _found_or_added(self, same, new_row: Callable[[], JobRow]) -> tuple[Job, bool]:
+        with Session(self.engine) as session, session.begin():
+            if existing := session.scalars(same.order_by(JobRow.id)).first():
+                return _job(existing), False
+            row = new_row()
             session.add(row)
             session.flush()
             return _job(row), True
@@ -144,22 +167,42 @@ class JobQueue:
             session.flush()
             return _job(row)
 
-    def claim(self) -> Job | None:
-        """Mark the oldest queued job running and return it (None when nothing waits).
+    def claim(self, worker: str, lease: float) -> Job | None:
+        """Mark the oldest queued job running under `worker`'s lease of `lease` seconds and return it (None when
+        nothing waits). Jobs whose worker vanished are queued again first.
 
-        A compare-and-set: of several workers (threads or processes) claiming at once, one gets each job."""
+        Of several workers (threads, processes, machines) claiming at once, one gets each job: PostgreSQL hands
+        each a different row (`FOR UPDATE SKIP LOCKED`), and the update is a compare-and-set on every database."""
+        self.requeue_lost()
         while True:
             with Session(self.engine) as session, session.begin():
-                job_id = session.scalar(select(JobRow.id).where(JobRow.status == QUEUED).order_by(JobRow.id).limit(1))
+                oldest = select(JobRow.id).where(JobRow.status == QUEUED).order_by(JobRow.id).limit(1)
+                job_id = session.scalar(oldest.with_for_update(skip_locked=True))
                 if job_id is None:
                     return None
+                now = utcnow()
                 claimed = session.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id, JobRow.status == QUEUED)
-                    .values(status=RUNNING, started_at=utcnow(), attempts=JobRow.attempts + 1)
+                    .values(
+                        status=RUNNING, started_at=now, attempts=JobRow.attempts + 1, worker=worker,
+                        lease_expires=now + timedelta(seconds=lease), items_done=0, items_total=0,
+                    )
                 ).rowcount
                 if claimed:
                     return _job(session.get(JobRow, job_id))
+
+    def renew(self, job_id: int, worker: str, lease: float, *, done: int | None = None, total: int | None = None) -> bool:
+        """Extend `worker`'s lease on a running job (and record how far it is). False: the lease is lost (it ran out
+        and the job was queued again, perhaps claimed by another worker): the job's outcome is no longer this
+        worker's to write."""
+        progress = {} if done is None else {"items_done": done, "items_total": total}
+        with Session(self.engine) as session, session.begin():
+            return bool(session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.worker == worker, JobRow.status == RUNNING)
+                .values(lease_expires=utcnow() + timedelta(seconds=lease), **progress)
+            ).rowcount)
 
     def next_queued(self) -> Job | None:
         """The job the next claim would take, left queued (for prefetching its checkpoint)."""
@@ -167,30 +210,49 @@ class JobQueue:
             row = session.scalars(select(JobRow).where(JobRow.status == QUEUED).order_by(JobRow.id).limit(1)).first()
             return _job(row) if row else None
 
-    def finish(self, job_id: int, evaluation_id: int, revision: Revision) -> Job:
-        """Mark a job done with its evaluation (and the step / epoch the checkpoint's files gave)."""
-        return self._update(
-            job_id,
-            status=DONE,
-            evaluation_id=evaluation_id,
-            error=None,
-            finished_at=utcnow(),
-            step=revision.step,
-            epoch=revision.epoch,
+    def finish(self, job_id: int, evaluation_id: int, revision: Revision, *, worker: str | None = None) -> Job | None:
+        """Mark a job done with its evaluation (and the step / epoch the checkpoint's files gave). With `worker`: only
+        while it holds the job (None otherwise: the job was queued again meanwhile and its new run decides)."""
+        return self._close(
+            job_id, worker, status=DONE, evaluation_id=evaluation_id, error=None, step=revision.step, epoch=revision.epoch
         )
 
-    def fail(self, job_id: int, error: str) -> Job:
-        return self._update(job_id, status=FAILED, error=error, finished_at=utcnow())
+    def fail(self, job_id: int, error: str, *, worker: str | None = None) -> Job | None:
+        """Mark a job failed with the reason (with `worker`: only while it holds the job, as `finish`)."""
+        return self._close(job_id, worker, status=FAILED, error=error)
 
-    def recover(self) -> int:
-        """After a restart: jobs left running go back to the queue (or fail, after MAX_ATTEMPTS). Returns how many."""
+    def release(self, job_id: int, worker: str) -> Job | None:
+        """Give a running job back to the queue now (its worker died, and whoever noticed knows it), or fail it
+        after MAX_ATTEMPTS; without waiting for its lease to run out."""
         with Session(self.engine) as session, session.begin():
-            session.execute(
-                update(JobRow)
-                .where(JobRow.status == RUNNING, JobRow.attempts >= MAX_ATTEMPTS)
-                .values(status=FAILED, error=f"the process stopped while running it, {MAX_ATTEMPTS} times", finished_at=utcnow())
-            )
-            return session.execute(update(JobRow).where(JobRow.status == RUNNING).values(status=QUEUED)).rowcount
+            row = session.get(JobRow, job_id)
+            if row is None or row.worker != worker or row.status != RUNNING:
+                return None
+            self._requeue(row)
+            session.flush()
+            return _job(row)
+
+    def requeue_lost(self) -> int:
+        """Queue again the running jobs whose worker is gone: its lease ran out, or its process on this machine no
+        longer runs (or it was started by a pricer before leases). A job that was lost MAX_ATTEMPTS times is failed
+        instead. Returns how many went back to the queue."""
+        now = utcnow()
+        running = select(JobRow).where(JobRow.status == RUNNING).with_for_update(skip_locked=True)
+        with Session(self.engine) as session, session.begin():
+            lost = [
+                row for row in session.scalars(running)
+                if row.lease_expires is None or row.lease_expires < now or (row.worker is not None and _gone(row.worker))
+            ]
+            return sum(self._requeue(row) for row in lost)
+
+    @staticmethod
+    def _requeue(row: JobRow) -> bool:
+        if row.attempts >= MAX_ATTEMPTS:
+            row.status, row.finished_at = FAILED, utcnow()
+            row.error = f"its worker stopped while running it, {MAX_ATTEMPTS} times"
+            return False
+        row.status, row.worker, row.lease_expires, row.items_done, row.items_total = QUEUED, None, None, 0, 0
+        return True
 
     def get(self, job_id: int) -> Job:
         with Session(self.engine) as session:
@@ -225,11 +287,14 @@ class JobQueue:
         with Session(self.engine) as session:
             return [repo for repo, _ in session.execute(query).all()]
 
-    def _update(self, job_id: int, **values: object) -> Job:
+    def _close(self, job_id: int, worker: str | None, **values: object) -> Job | None:
         with Session(self.engine) as session, session.begin():
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(f"no evaluation job {job_id}")
+            if worker is not None and (row.worker != worker or row.status != RUNNING):
+                return None
+            values = {**values, "finished_at": utcnow(), "lease_expires": None}
             for name, value in values.items():
                 setattr(row, name, value)
             session.flush()

@@ -204,9 +204,9 @@ def test_jobs_table_shows_progress_of_the_running_job_and_why_one_failed(setting
     for revision in ("checkpoint-10", "checkpoint-20"):
         service.submit(REPO, revision)
     queue = JobQueue(Store(settings.store_url))  # a worker elsewhere, sharing the store
-    failed = queue.claim()
+    failed = queue.claim("w", 60)
     queue.fail(failed.id, "checkpoint-10: adapter_model.safetensors is <b>corrupt</b>")
-    running = queue.claim()
+    running = queue.claim("w", 60)
     monkeypatch.setattr(service, "activity", lambda: [Progress(running, 24, 48)])
 
     html = render_views(Views(service), REPO, "mae")
