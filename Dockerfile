@@ -1,8 +1,10 @@
-# pricer on a GPU host: the service (`pricer serve`) by default, or any `pricer` command.
+# pricer on a GPU host: the service (`pricer serve`) by default, or any `pricer` command: one image for the three
+# roles at scale (an API replica, a worker, a Ray executor's replica); compose.yaml runs them with PostgreSQL.
 #   docker build -t pricer .
 #   docker run --gpus all -p 8000:8000 -e HF_TOKEN -e PRICER_API_TOKEN \
 #     -v pricer-data:/data -v pricer-hf:/hf pricer                 # the API on :8000
 #   docker run --gpus all -e HF_TOKEN -v pricer-data:/data -v pricer-hf:/hf pricer evaluate org/run --all --4bit
+#   docker run --gpus '"device=1"' -e PRICER_DB_URL=postgresql+psycopg://pricer:...@db/pricer pricer worker
 # The base is PyTorch's CUDA runtime image; its torch must match the torch pricer is tested with (2.13.0).
 ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
@@ -23,15 +25,16 @@ COPY pricer /tmp/pricer/pricer
 COPY evaluator /tmp/pricer/evaluator
 COPY trainer /tmp/pricer/trainer
 COPY app /tmp/pricer/app
-RUN pip install -c /tmp/pricer/constraints.txt "/tmp/pricer[gpu]" && rm -rf /tmp/pricer \
-    && python -c "import torch, pricer.evaluator.service, pricer.app.main"
+RUN pip install -c /tmp/pricer/constraints.txt "/tmp/pricer[gpu,postgres,ray]" && rm -rf /tmp/pricer \
+    && python -c "import torch, psycopg, pricer.evaluator.service, pricer.evaluator.service.ray_executor, pricer.app.main"
 WORKDIR /data
 
 RUN useradd --create-home --uid 1000 pricer && mkdir -p /data /hf && chown 1000:1000 /data /hf
 USER 1000
-# the store (SQLite) and run folders; the Hub's model and adapter cache
+# the store (SQLite, unless PRICER_DB_URL names PostgreSQL) and run folders; the Hub's model and adapter cache
 VOLUME ["/data", "/hf"]
 EXPOSE 8000
+# the API's health; a `worker` container has no port: turn this off for it (compose.yaml does)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 

@@ -180,3 +180,21 @@ def test_both_replicas_serve_the_new_choice_once_a_worker_changes_it(cluster, br
     assert client.get("/best-checkpoint", params={"repo": "local/broken-run"}).json()["revision"] == "checkpoint-30"
     for replica in replicas:
         until(lambda r=replica: answered_by(r) == "checkpoint-30", "each replica to serve the new choice")
+
+
+def test_the_compose_file_runs_pricer_commands_on_postgresql_with_a_gpu_per_worker():
+    """docker cannot run here: the compose file is checked by reading it, as the Dockerfile is by hadolint."""
+    import yaml
+
+    from pricer.evaluator.cli.main import build_parser
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "compose.yaml").read_text())
+    pricer = {name: service for name, service in compose["services"].items() if service.get("image") == "pricer"}
+    assert set(pricer) == {"api", "worker-0", "worker-1"}
+    for service in pricer.values():
+        build_parser().parse_args(service["command"])  # a command the CLI takes (a typo exits here)
+        assert service["environment"]["PRICER_DB_URL"].startswith("postgresql+psycopg://")
+        assert service["depends_on"]["db"]["condition"] == "service_healthy"
+    assert pricer["api"]["command"][:1] == ["serve"] and pricer["api"]["ports"] == ["8000:8000"]
+    gpus = [pricer[name]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] for name in ("worker-0", "worker-1")]
+    assert [pricer[name]["command"] for name in ("worker-0", "worker-1")] == [["worker"]] * 2 and gpus == [["0"], ["1"]]

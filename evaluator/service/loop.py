@@ -13,8 +13,8 @@ class Loop:
     """Runs `step()` over and over on a thread named `name`; when a step reports no work (False), waits `wait`
     seconds or until `wake()`. A step that raises is logged and the loop goes on: one bad round never ends it."""
 
-    def __init__(self, name: str, step: Callable[[], bool], *, first: Callable[[], None] = lambda: None, wait: float = 1.0):
-        self.name, self.step, self.first, self.wait = name, step, first, wait
+    def __init__(self, name: str, step: Callable[[], bool], *, wait: float = 1.0):
+        self.name, self.step, self.wait = name, step, wait
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,10 +51,6 @@ class Loop:
         self._wake.set()
 
     def _run(self) -> None:
-        try:
-            self.first()
-        except Exception:
-            log.exception("%s: its first step failed; going on", self.name)
         while not self._stopping.is_set():
             try:
                 busy = self.step()

@@ -134,17 +134,14 @@ def test_a_job_with_no_progress_for_too_long_is_reported_stuck():
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread is meant to die
-def test_a_loop_survives_a_failing_first_step_and_can_be_revived():
+def test_a_loop_that_ended_can_be_revived_unless_stopped_on_purpose():
     ran = threading.Event()
-
-    def first() -> None:
-        raise RuntimeError("restoring failed")
 
     def step() -> bool:
         ran.set()
         raise SystemExit
 
-    loop = Loop("test-loop", step, first=first, wait=0.01)
+    loop = Loop("test-loop", step, wait=0.01)
     loop.start()
     assert ran.wait(30)
     until(lambda: not loop.alive, "the loop to end")
