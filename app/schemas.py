@@ -54,10 +54,18 @@ class StoppedPublic(BaseModel):
         return cls(**stopped.to_dict(), items_scored=items_scored)
 
 
+class ProgressPublic(BaseModel):
+    items_done: int = Field(description="items priced so far")
+    items_total: int = Field(description="items to price in all")
+
+
 class EvaluationPublic(CheckpointPublic):
     id: int
     status: str
     dataset: str
+    progress: ProgressPublic | None = Field(
+        default=None, description="while running: how far its pricing is, as its worker (here or on any machine) last reported"
+    )
     metrics: MetricsPublic | None = Field(default=None, description="on the validation items, once complete")
     intervals: dict[str, tuple[float, float]] | None = None
     complete: bool | None = Field(default=None, description="false: racing stopped it (see stopped); asking again completes it")
@@ -77,6 +85,8 @@ class EvaluationPublic(CheckpointPublic):
             status=job.status,
             **CheckpointPublic.fields(job.repo, job.revision),
             dataset=job.dataset,
+            progress=ProgressPublic(items_done=job.items_done, items_total=job.items_total)
+            if job.status == "running" and job.items_total else None,
             metrics=_metrics(metrics) if metrics else None,
             intervals=metrics.intervals if metrics else None,
             error=job.error,

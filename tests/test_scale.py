@@ -126,8 +126,12 @@ def test_a_worker_killed_mid_job_leaves_it_to_another_and_it_completes_once(clus
     replica = cluster.replica(tiny_run.parent, **slow)
     workers = [cluster.worker(tiny_run.parent, **slow) for _ in range(2)]
     job = replica.client.post("/evaluate", json={"repo": "local/tiny-run", "revision": "checkpoint-20"}, headers=AUTH).json()
+    def progress() -> dict | None:  # the worker's progress, as the replica (another process) shows it
+        return replica.client.get(f"/evaluations/{job['id']}").json().get("progress")
+
+    assert until(lambda: (p := progress()) and p["items_done"] > 0 and p, "the first items priced")["items_total"] == 600
     queue = JobQueue(Store(cluster.store))
-    holder = until(lambda: queue.get(job["id"]).worker if queue.get(job["id"]).status == "running" else None, "a claim")
+    holder = queue.get(job["id"]).worker
     victim = next(w for w in workers if f":{w.process.pid}:" in holder)
     victim.signal(signal.SIGKILL)
 

@@ -48,7 +48,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = settings_from(args)
+    settings = settings_from(args).model_copy(update={"executor": "thread"})  # this process runs them
     service = PricerService(settings, serving=False)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

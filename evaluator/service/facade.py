@@ -110,7 +110,7 @@ class PricerService:
         )
 
     def _make_executor(self) -> Executor:
-        kind = self.settings.executor if self.serving else "thread"
+        kind = self.settings.executor
         if kind == "ray":
             from pricer.evaluator.service.ray_executor import RayExecutor
 
@@ -122,8 +122,8 @@ class PricerService:
     # ---- lifecycle
 
     def start(self) -> None:
-        """Requeue jobs whose worker is gone (a previous process of this one), serve each repo's choice, then start the
-        executor, and (when serving) the watch poller and the loop that follows other processes' results."""
+        """Requeue jobs whose worker is gone (a previous process of this one), then start the executor and, when
+        serving, the watch poller and the loop that serves each repo's choice as results arrive from any process."""
         if (requeued := self._jobs.requeue_lost()) > 0:
             log.info("requeued %d job(s) whose worker had stopped", requeued)
         self._executor.start()
@@ -218,9 +218,8 @@ class PricerService:
     def activity(self) -> list[Progress]:
         """The jobs running now, here or on any worker of the store, and how far each is (this process's own
         progress is the freshest; other workers' is what their last lease renewal recorded)."""
-        here = {progress.job.id: progress for progress in self._executor.activity()}
-        anywhere = [here.get(job.id, Progress(job, job.items_done, job.items_total)) for job in self._jobs.jobs(status=JobStatus.RUNNING)]
-        return anywhere + [progress for job_id, progress in here.items() if job_id not in {p.job.id for p in anywhere}]
+        stored = {job.id: Progress(job, job.items_done, job.items_total) for job in self._jobs.jobs(status=JobStatus.RUNNING)}
+        return list({**stored, **{progress.job.id: progress for progress in self._executor.activity()}}.values())
 
     def idle(self) -> bool:
         """Whether no job is queued or running."""

@@ -26,21 +26,19 @@ log = logging.getLogger(__name__)
 
 
 class EvaluationActor:
-    """One evaluating process: a `PricerService` that serves nothing, its base model loaded at the first job."""
+    """One evaluating process: a `PricerService` that serves nothing, its base model loaded at the first job and
+    kept. `name` is what its jobs are claimed under (Ray passes the same one again when it restarts the actor)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str) -> None:
         from pricer.evaluator.service.facade import PricerService
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # Ray keeps each actor's log
+        self.service = PricerService(settings.model_copy(update={"executor": "none"}), serving=False)  # this runs them
+        self.runner = self.service.runner(name)
 
-        self.service = PricerService(settings, serving=False)
-        self._runners: dict = {}
-
-    def run(self, job_id: int, worker: str) -> str:
-        """Run a job claimed under `worker` (this actor's name); returns its status then."""
-        if worker not in self._runners:
-            self._runners[worker] = self.service.runner(worker)
-        self._runners[worker].run(self.service.job(job_id).job)
+    def run(self, job_id: int) -> str:
+        """Run a job claimed under this actor's name; returns its status then."""
+        self.runner.run(self.service.job(job_id).job)
         return self.service.job(job_id).job.status
 
     def device(self) -> str:
@@ -79,7 +77,8 @@ class RayExecutor:
         actor = ray.remote(EvaluationActor).options(
             num_gpus=per_actor, num_cpus=self.settings.ray_cpus_per_actor, max_restarts=-1, max_task_retries=0
         )
-        self._actors = [(worker_name(f"ray-actor-{i}"), actor.remote(self.settings)) for i in range(count)]
+        names = [worker_name(f"ray-actor-{i}") for i in range(count)]
+        self._actors = [(name, actor.remote(self.settings, name)) for name in names]
         self._starting = {name: self._ping(name) for name, _ in self._actors}
         log.info("evaluating on %d Ray actor(s), %g GPU(s) each", count, per_actor)
         self._loop.start()
@@ -125,7 +124,7 @@ class RayExecutor:
         moved = False
         for name, actor in self._actors:
             if name not in busy and (job := self.jobs.claim(name, self.settings.lease_seconds)) is not None:
-                self._running[actor.run.remote(job.id, name)] = (name, job)
+                self._running[actor.run.remote(job.id)] = (name, job)
                 moved = True
         if self._running:
             finished, _ = ray.wait(list(self._running), num_returns=1, timeout=0.5)
