@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from pricer.app.deps import ServiceDep, require_predict_token, require_token
 from pricer.app.errors import ErrorBody
 from pricer.app.schemas import (
+    MAX_PREDICTION_ROWS,
     BestCheckpoint,
     CheckpointPublic,
     DroppedPublic,
@@ -19,6 +20,7 @@ from pricer.app.schemas import (
     EvaluationsPublic,
     Health,
     PredictionPublic,
+    PredictionRowsPublic,
     PredictionsPublic,
     PredictRequest,
     RacingPublic,
@@ -75,6 +77,19 @@ def evaluate(body: EvaluateRequest, service: ServiceDep, response: Response) -> 
 def read_evaluation(job_id: JobId, service: ServiceDep) -> EvaluationPublic:
     """One evaluation job: its status and, when done, its metrics with 95% intervals."""
     return EvaluationPublic.of(service.job(job_id))
+
+
+@router.get("/evaluations/{job_id}/predictions", response_model=PredictionRowsPublic, responses=error_answers(404, 422))
+def read_predictions(
+    job_id: JobId,
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0, le=2**31, description="rows to skip")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PREDICTION_ROWS, description="rows to give at most")] = 100,
+) -> PredictionRowsPublic:
+    """A done job's per-item predictions, a page at a time: each item's prompt, true price, split, every estimate,
+    the 80% interval and the mass on number tokens. 404 while the job has none (queued, running or failed)."""
+    result, total, rows = service.job_predictions(job_id, offset=offset, limit=limit)
+    return PredictionRowsPublic.of(result, total, offset, limit, rows)
 
 
 @router.get("/evaluations", response_model=EvaluationsPublic, responses=error_answers(404, 422))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
+import pandas as pd
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from pricer.evaluator.data import MAX_DESCRIPTIONS
@@ -93,6 +95,41 @@ class EvaluationPublic(CheckpointPublic):
             created_at=job.created_at,
             finished_at=job.finished_at,
         )
+
+
+MAX_PREDICTION_ROWS = 1000
+
+
+class PredictionRowPublic(BaseModel):
+    """One item as one checkpoint priced it (an estimate an earlier pricer did not store is null)."""
+
+    item: int = Field(description="the item's position in the held-out data")
+    text: str = Field(description="the prompt the model was given")
+    truth: float
+    split: str = Field(description="validation (chooses) or test (the out-of-sample figure)")
+    argmax: float
+    mean: float
+    median: float | None = None
+    log: float | None = None
+    hit: float | None = None
+    low: float | None = Field(default=None, description="the 10th percentile of the model's distribution")
+    high: float | None = Field(default=None, description="the 90th percentile")
+    p_number: float | None = Field(default=None, description="the probability mass on number tokens")
+
+
+class PredictionRowsPublic(CheckpointPublic):
+    id: int = Field(description="the job")
+    total: int = Field(description="rows in all")
+    offset: int
+    limit: int
+    rows: list[PredictionRowPublic]
+
+    @classmethod
+    def of(cls, result: JobResult, total: int, offset: int, limit: int, rows: pd.DataFrame) -> PredictionRowsPublic:
+        columns = [name for name in rows.columns if name in PredictionRowPublic.model_fields]
+        records = json.loads(rows[columns].to_json(orient="records"))  # numpy values as JSON's, NaN as null
+        return cls(**CheckpointPublic.fields(result.job.repo, result.evaluation.revision), id=result.job.id, total=total,
+                   offset=offset, limit=limit, rows=records)
 
 
 class RankedPublic(CheckpointPublic):

@@ -88,9 +88,6 @@ class ServerProcess:
         """Until /health names `commit` as the served adapter."""
         until(lambda: (self.client.get("/health").json()["served"] or {}).get("commit") == commit, f"{commit} to be served", timeout=timeout)
 
-    def pid(self) -> int:
-        return self.process.pid
-
     def __enter__(self) -> ServerProcess:
         return self if self.process is not None else self.start()
 

@@ -226,9 +226,15 @@ class HubRepo:
         self._api = HfApi(endpoint=endpoint, token=token or False)
 
     def scan(self) -> Scan:
-        return Scan(self.revisions())  # a broken adapter on the Hub fails its own job when fetched
+        return Scan(self._adapter_commits())  # a broken adapter on the Hub fails its own job when fetched
 
     def revisions(self) -> list[Revision]:
+        found = self._adapter_commits()
+        if not found:  # commits (the repo's initial one at least), but no checkpoint pushed yet
+            raise RevisionNotFound(f"{self.name}: no commit holds an adapter ({CONFIG_FILE})")
+        return found
+
+    def _adapter_commits(self) -> list[Revision]:
         with self._hub_errors():
             commits = self._api.list_repo_commits(self.name)
             found = []
@@ -290,6 +296,9 @@ class HubRepo:
             raise RepoNotFound(f"{self.name}: no such Hub repo, or the token cannot see it") from exc
         except errors.LocalEntryNotFoundError as exc:  # what the client raises when the Hub is unreachable
             raise HubUnavailable(f"{self.name}: cannot reach the Hub and nothing is cached") from exc
+        except errors.OfflineModeIsEnabled as exc:  # HF_HUB_OFFLINE=1: every call to the Hub's API, cached or not
+            raise HubUnavailable(f"{self.name}: the Hub's offline mode is on (HF_HUB_OFFLINE), and listing or resolving "
+                                 "revisions needs the Hub") from exc
         except errors.EntryNotFoundError as exc:
             raise InvalidAdapter(f"{self.name}@{revision}: adapter file missing ({exc})") from exc
         except errors.HFValidationError as exc:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from pricer.evaluator.errors import InvalidRequest, RepoNotFound
 from pricer.evaluator.stats.metrics import METRICS, Metric, Metrics, spec
 from pricer.evaluator.stats.selection import Choice, EstimatorChoice, Rule
 
 
 def settings_from(args: argparse.Namespace):
     """The settings: the environment's, with each flag that was given (argparse defaults are None) winning."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from pricer.evaluator.settings import Settings
 
     flags = {
@@ -37,7 +43,13 @@ def settings_from(args: argparse.Namespace):
         "ray_actors": "ray_actors",
     }
     given = {field: getattr(args, flag, None) for field, flag in flags.items()}
-    return Settings(**{field: value for field, value in given.items() if value not in (None, False)})
+    try:
+        return Settings(**{field: value for field, value in given.items() if value not in (None, False)})
+    except ValidationError as exc:  # a PRICER_* variable out of range: one line, not pydantic's table (nor the value)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(f"invalid setting (a flag or a PRICER_* variable): {problems}") from exc
+    except SettingsError as exc:  # a variable that holds no JSON where a list is expected
+        raise InvalidRequest(f"invalid setting: {exc}") from exc
 
 
 def service_for(args: argparse.Namespace):
@@ -47,12 +59,34 @@ def service_for(args: argparse.Namespace):
 
     settings = settings_from(args)
     source: str = args.source
-    if source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir():
-        folder = Path(source).expanduser().resolve()
+    try:
+        local = source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir()
+        folder = Path(source).expanduser().resolve() if local else None
+    except RuntimeError as exc:  # ~user/run with no such user
+        raise RepoNotFound(f"{source}: no such run folder ({exc})") from exc
+    if folder is not None:
         settings, repo = settings.model_copy(update={"checkpoint_root": folder.parent}), f"local/{folder.name}"
     else:
         repo = source
     return PricerService(settings.model_copy(update={"repo": repo})), repo
+
+
+def positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: a finite number above zero, so a bad value is a usage error that names its flag."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value: 'x'"
+    return parse
+
+
+def progress(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars (on stderr): not for a script (--json), nor under --quiet."""
+    return not (getattr(args, "json", False) or getattr(args, "quiet", False))
 
 
 def print_json(value: object) -> None:
@@ -141,11 +175,15 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="store URL (SQLAlchemy); default: SQLite in pricer's data folder, or PRICER_DB_URL")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    add_db_option(parser)
     parser.add_argument("--base", help="base model for every adapter (default: the one each adapter names)")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--batch-size", type=int, help="items per forward pass (default 16)")
+    parser.add_argument("--batch-size", type=positive(int), help="items per forward pass (default 16)")
     parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", help="load the base in 4-bit nf4 (CUDA only)")
 
 
@@ -164,5 +202,5 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
         help="the price read from the model's distribution: argmax, mean, median (best for the average error), log "
         "(best for RMSLE), hit (best for the hit rate), or auto: the one that scores best on validation (default: PRICER_ESTIMATOR, argmax)",
     )
-    parser.add_argument("--patience", type=int, help="rising checkpoints that raise the overfitting alarm (default: 3)")
+    parser.add_argument("--patience", type=positive(int), help="rising checkpoints that raise the overfitting alarm (default: 3)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

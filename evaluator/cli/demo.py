@@ -34,11 +34,11 @@ class Demo:
     service: PricerService  # started, with the best adapter served
 
 
-def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_steps: int = 100) -> Demo:
+def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_steps: int = 100, progress: bool = True) -> Demo:
     """Train (once), evaluate every checkpoint through the job queue, rank and chart them.
 
     The run trains on the first `items` of the catalogue's training part for `epochs` passes,
-    a checkpoint every `save_steps` steps, and is scored on the 400 held-out items.
+    a checkpoint every `save_steps` steps, and is scored on the 400 held-out items; `progress`: bars on stderr.
     """
     from pricer.trainer import preset, train
 
@@ -47,7 +47,7 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
             "building the tiny base model (a tokenizer and 300 pretraining steps): done once, kept in "
             f"{settings.home / 'tiny-llama'}; about 35 s on 2 idle CPU cores"
         )
-    base = make_tiny_base(settings.home / "tiny-llama", progress=True)
+    base = make_tiny_base(settings.home / "tiny-llama", progress=progress)
     root = settings.home / "runs"
     run_dir = root / f"demo-{items}x{epochs:g}-{save_steps}"
     if not any(run_dir.glob("checkpoint-*")):
@@ -55,14 +55,14 @@ def run_demo(settings: Settings, *, items: int = 800, epochs: float = 12, save_s
         print(
             f"fine-tuning the tiny model on {items} items for {epochs:g} epochs, a checkpoint every {save_steps} steps -> {run_dir}"
         )
-        train(base, heldout_from_frame(catalogue_split()[0].iloc[:items], name="catalogue-train"), run_dir, config, progress=True)
+        train(base, heldout_from_frame(catalogue_split()[0].iloc[:items], name="catalogue-train"), run_dir, config, progress=progress)
 
     repo = f"local/{run_dir.name}"
     service = PricerService(settings.model_copy(update={"checkpoint_root": root, "repo": repo, "data": None}))
     service.start()
     jobs = [service.submit(repo, revision.revision)[0].job.id for revision in service.source(repo).revisions()]
     print(f"evaluating {len(jobs)} checkpoints of {repo} on {service.default_dataset} through the job queue")
-    with tqdm(total=len(jobs), desc="evaluating", unit="checkpoint") as bar:
+    with tqdm(total=len(jobs), desc="evaluating", unit="checkpoint", disable=not progress) as bar:
         while (finished := sum(service.job(j).job.status in (JobStatus.DONE, JobStatus.FAILED) for j in jobs)) < len(jobs):
             bar.update(finished - bar.n)
             time.sleep(0.2)

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from pricer.evaluator.cli.common import (
     add_data_option,
+    add_db_option,
     add_model_options,
     add_policy_options,
     metric_cells,
     print_json,
+    progress,
     ranking_table,
     service_for,
     show_choice,
 )
 from pricer.evaluator.data import MAX_DESCRIPTIONS
 from pricer.evaluator.errors import InvalidPredictionInput, ModelNotReady
+from pricer.evaluator.exports import FORMATS
 from pricer.evaluator.stats.selection import EstimatorChoice
 
 
@@ -27,8 +31,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     service, repo = service_for(args)  # the held-out data is read and checked before any model or network work
     revisions = None if args.all or not args.revision else args.revision
-    raced = service.race(repo, revisions, progress=not args.json) if args.race else None
-    evaluations = raced.evaluations if raced else service.evaluate(repo, revisions, progress=not args.json)
+    raced = service.race(repo, revisions, progress=progress(args)) if args.race else None
+    evaluations = raced.evaluations if raced else service.evaluate(repo, revisions, progress=progress(args))
     unique = list({e.id: e for e in evaluations}.values())  # "main" and its sha are one checkpoint
     estimator = service.policy.estimator
     if estimator == EstimatorChoice.AUTO:  # the estimator the choice takes, asked of the core
@@ -130,6 +134,22 @@ def cmd_score(args: argparse.Namespace) -> None:
         print(f"  {name:<10} {cell}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from pricer.evaluator.exports import write_table
+
+    service, repo = service_for(args)
+    table, record = service.export(repo)
+    name = repo.split("/")[-1]
+    predictions = write_table(table, Path(args.output or f"{name}-predictions.{args.format}"), args.format)
+    results = Path(args.results or f"{name}-results.json")
+    results.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if args.json:
+        print_json({"predictions": str(predictions), "results": str(results), "rows": len(table)})
+        return
+    print(f"{len(table)} predictions ({table['commit'].nunique()} checkpoints x their items): {predictions}")
+    print(f"results record: {results}")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="price held-out items under checkpoints and rank them")
     p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
@@ -146,19 +166,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("revisions", help="list a run's checkpoints: step, epoch, commit, branches and tags")
-    p.add_argument("source")
+    p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_revisions)
 
     p = commands.add_parser("best", help="the checkpoint the rule chooses on validation items, its evidence and test figure")
-    p.add_argument("source")
+    p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
     add_data_option(p)
-    p.add_argument("--db")
+    add_db_option(p)
     add_policy_options(p)
     p.set_defaults(run=cmd_best)
 
     p = commands.add_parser("predict", help="price descriptions with the checkpoint the rule chooses")
-    p.add_argument("source")
+    p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
     p.add_argument("description", nargs="*", help="product description(s)")
     p.add_argument(
         "--file", help="descriptions to price: one per line of a .txt file, or a JSONL / CSV / Parquet table's "
@@ -175,3 +195,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--truth-field", default="price", help="the field holding true prices (default: price)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_score)
+
+    p = commands.add_parser("export", help="every stored prediction of a run as a table, and the run's results record")
+    p.add_argument("source", help="a local run folder, local/<name> under PRICER_CHECKPOINT_ROOT, or a Hub repo id")
+    p.add_argument("--format", choices=FORMATS, default="parquet", help="of the predictions table (default: parquet)")
+    p.add_argument("--output", help="the predictions table to write (default: <run>-predictions.<format>)")
+    p.add_argument("--results", help="the results record to write, JSON (default: <run>-results.json)")
+    add_data_option(p)
+    add_db_option(p)
+    add_policy_options(p)
+    p.set_defaults(run=cmd_export)

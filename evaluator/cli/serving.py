@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 from pricer.evaluator.cli.common import (
     add_data_option,
+    add_db_option,
     add_model_options,
     add_policy_options,
     metric_line,
+    positive,
     print_choice,
+    progress,
     ranking_table,
     service_for,
     settings_from,
@@ -23,20 +27,21 @@ from pricer.evaluator.errors import InvalidRepoId
 from pricer.evaluator.stats.metrics import Metric
 
 
-def _run_app(settings, service=None, *, verbose: bool = False) -> None:
+def _run_app(args: argparse.Namespace, settings, service=None) -> None:
     import uvicorn
 
     from pricer.app.main import create_app
 
     app = create_app(settings, service=service)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if verbose else "warning")
+    level = "info" if args.verbose else "error" if args.quiet else "warning"
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=level)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = settings_from(args)
     if settings.checkpoint_root is not None and not settings.checkpoint_root.is_dir():
         raise InvalidRepoId(f"checkpoint root {settings.checkpoint_root} is not a folder")
-    _run_app(settings, verbose=args.verbose)
+    _run_app(args, settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -63,18 +68,20 @@ def cmd_watch(args: argparse.Namespace) -> None:
 
     service, repo = service_for(args)
     service.start()
+    others = _send_outbox(args, service) - {repo}
     service.watch(repo, interval=args.interval)
     seen: set[int] = set()
     try:
         while True:
             time.sleep(0.5)
             watch = service.watched(repo)
-            for result in service.jobs(repo):
+            for result in [job for name in (repo, *sorted(others)) for job in service.jobs(name)]:
                 if result.job.id not in seen and result.job.finished:
                     seen.add(result.job.id)
                     if not args.json:
                         what = _outcome(result)
-                        print(f"{result.job.revision.revision}: {result.job.status} ({what})")
+                        where = "" if result.job.repo == repo else f"{result.job.repo}@"
+                        print(f"{where}{result.job.revision.revision}: {result.job.status} ({what})")
             if args.once and watch.last_polled is not None and service.idle():
                 break
     except KeyboardInterrupt:
@@ -82,6 +89,33 @@ def cmd_watch(args: argparse.Namespace) -> None:
     finally:
         service.stop()
     show_choice(args, repo, service.choice(repo))
+
+
+def _send_outbox(args: argparse.Namespace, service) -> set[str]:
+    """Enqueue what a training run's PricerCallback could not send (the run folder's outbox: the service was down,
+    or training ended first), and take it out of the outbox; the repos it names."""
+    from huggingface_hub import HfApi
+
+    from pricer.evaluator.errors import PricerError
+    from pricer.trainer.outbox import Outbox, resolve_pushes
+
+    outbox, repos = Outbox(Path(args.source).expanduser()), set()
+    items = outbox.items() if outbox.folder.is_dir() else []  # a Hub repo id has no outbox
+    if not items:
+        return repos
+    api = HfApi(endpoint=service.settings.hf_endpoint, token=service.settings.token or False)
+    for item, named in zip(items, resolve_pushes(items, api), strict=True):
+        try:
+            if "revision" not in named:
+                raise PricerError(f"the push of {item} is not on the Hub yet")
+            service.submit(named["repo"], named["revision"])
+        except PricerError as exc:
+            print(f"left in {outbox.path}: {exc}", file=sys.stderr)
+            outbox.replace(item, named)
+            continue
+        outbox.remove(item)
+        repos.add(named["repo"])
+    return repos
 
 
 def _outcome(result) -> str:
@@ -108,7 +142,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from pricer.evaluator.cli.demo import run_demo
 
     settings = settings_from(args)
-    demo = run_demo(settings, items=args.items, epochs=args.epochs, save_steps=args.save_steps)
+    demo = run_demo(settings, items=args.items, epochs=args.epochs, save_steps=args.save_steps, progress=progress(args))
     print(f"validation ranking of {demo.repo} (best first):")
     print(ranking_table(demo.ranked))
     print()
@@ -127,13 +161,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
         f"  curl -s {url}/evaluations\n"
         "Ctrl-C stops."
     )
-    _run_app(settings, demo.service)
+    _run_app(args, settings, demo.service)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("watch", help="evaluate every checkpoint of a run, and each new one as training writes it")
     p.add_argument("source", help="a local run folder or a Hub repo id")
-    p.add_argument("--interval", type=float, help="seconds between polls (default: PRICER_WATCH_INTERVAL, 30)")
+    p.add_argument("--interval", type=positive(float), help="seconds between polls (default: PRICER_WATCH_INTERVAL, 30)")
     p.add_argument("--once", action="store_true", help="stop when what is there now is evaluated")
     p.add_argument(
         "--race", action="store_true",
@@ -151,7 +185,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--png", action="store_true", help="also write the two charts as PNG files beside it")
     p.add_argument("--metric", choices=list(Metric), help="what chooses the checkpoint (default: PRICER_METRIC, mae)")
     add_data_option(p)
-    p.add_argument("--db")
+    add_db_option(p)
     p.set_defaults(run=cmd_report)
 
     p = commands.add_parser("serve", help="run the HTTP service: evaluation jobs, best checkpoint, predictions")
@@ -166,20 +200,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "processes elsewhere) (PRICER_EXECUTOR)",
     )
     p.add_argument("--ray-address", help="the Ray cluster for --executor ray ('auto': the one `ray start` runs here)")
-    p.add_argument("--ray-actors", type=int, help="Ray actors evaluating (default: one per GPU of the cluster, else one)")
+    p.add_argument("--ray-actors", type=positive(int), help="Ray actors evaluating (default: one per GPU of the cluster, else one)")
     add_model_options(p)
     p.set_defaults(run=cmd_serve)
 
     p = commands.add_parser("worker", help="run the evaluation jobs a store holds, beside `pricer serve` replicas")
     p.add_argument("--checkpoint-root", help="folder whose run folders are local/<name> (or PRICER_CHECKPOINT_ROOT)")
     add_data_option(p)
-    p.add_argument("--threads", type=int, help="CPU threads for pricing (default: torch's own choice)")
+    p.add_argument("--threads", type=positive(int), help="CPU threads for pricing (default: torch's own choice)")
     add_model_options(p)
     p.set_defaults(run=cmd_worker)
 
     p = commands.add_parser("demo", help="the whole loop on the embedded default: tiny model, training, evaluation")
-    p.add_argument("--db")
-    p.add_argument("--items", type=int, default=800, help="catalogue items to train on (default 800)")
+    add_db_option(p)
+    p.add_argument("--items", type=positive(int), default=800, help="catalogue items to train on (default 800)")
     p.add_argument("--epochs", type=float, default=12, help="passes over them (default 12)")
     p.add_argument("--save-steps", type=int, default=100, help="a checkpoint every N steps (default 100: one per epoch)")
     p.add_argument("--no-serve", action="store_true", help="stop after the ranking and charts instead of serving")

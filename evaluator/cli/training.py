@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pricer.evaluator.cli.common import print_json, settings_from
+from pricer.evaluator.cli.common import print_json, progress, settings_from
 from pricer.evaluator.errors import ModelLoadError
 
 
@@ -35,7 +35,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         from pricer.evaluator.embedded.tiny import make_tiny_base
 
         base = str(make_tiny_base(settings.home / "tiny-llama"))
-    callbacks = [PricerCallback(args.notify, api_token=args.notify_token)] if args.notify else []
+    # a pushed run is named by its Hub repo and each checkpoint by the exact commit its push made
+    notify = {"repo": args.push_to, "hub_token": settings.token, "hub_endpoint": settings.hf_endpoint} if args.push_to else {}
+    callbacks = [PricerCallback(args.notify, api_token=args.notify_token, **notify)] if args.notify else []
     result = train(
         base,
         data,
@@ -46,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         token=settings.token,
         endpoint=settings.hf_endpoint,
         callbacks=callbacks,
-        progress=not args.json,
+        progress=progress(args),
     )
     summary = {
         "output": str(result.output),
@@ -72,11 +74,14 @@ def cmd_data(args: argparse.Namespace) -> None:
     existing = [str(path) for path in files.values() if path.exists()]
     if existing and not args.force:
         raise InvalidDataset(f"{', '.join(existing)} already exist(s); --force overwrites")
-    folder.mkdir(parents=True, exist_ok=True)
     written = {}
-    for (part, path), frame in zip(files.items(), catalogue_split(), strict=True):
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
-        written[part] = {"path": str(path), "items": len(frame)}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for (part, path), frame in zip(files.items(), catalogue_split(), strict=True):
+            frame.to_json(path, orient="records", lines=True, force_ascii=False)
+            written[part] = {"path": str(path), "items": len(frame)}
+    except OSError as exc:  # a folder that cannot be made or written (read-only, a file in the way, a full disk)
+        raise InvalidDataset(f"{args.output}: cannot write the data files ({exc.strerror or exc})") from exc
     if args.json:
         print_json(written)
         return
@@ -102,12 +107,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=float, help="passes over the items")
     p.add_argument("--max-steps", type=int, help="stop after N steps (overrides --epochs)")
     p.add_argument("--save-steps", type=int, help="a checkpoint every N steps")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--batch-size", type=int, help="items per optimizer step (default: the preset's)")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate (default: the preset's)")
     p.add_argument("--lora-r", type=int, help="LoRA rank")
     p.add_argument("--push-to", help="Hub repo id: every checkpoint becomes a commit of it, in order")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
-    p.add_argument("--notify", metavar="URL", help="a pricer service to POST /evaluate each checkpoint to")
+    p.add_argument(
+        "--notify", metavar="URL",
+        help="a pricer service to POST /evaluate each checkpoint to (with --push-to: its commit of that Hub repo); "
+        "what it does not take waits in the run folder's _pricer-outbox.jsonl",
+    )
     p.add_argument("--notify-token", help="that service's API token")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(run=cmd_train)

@@ -14,10 +14,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import pandas as pd
+
 from pricer.evaluator.checkpoints.sources import CheckpointSource
 from pricer.evaluator.data import HeldOutSet, load_heldout, prompts_for
 from pricer.evaluator.errors import DatasetNotFound, InvalidPredictionInput, ModelNotReady, NotEvaluated, RevisionNotFound
 from pricer.evaluator.evaluate import Evaluator, Race, adapter_name
+from pricer.evaluator.exports import prediction_rows, predictions_table, results_record
 from pricer.evaluator.records import Evaluation, Job, JobResult, JobStatus, Progress, Revision, Watch
 from pricer.evaluator.service.loop import Loop
 from pricer.evaluator.service.serving import Served, Serving
@@ -339,6 +342,29 @@ class PricerService:
             while len(self._choices) > CHOICES_KEPT:
                 self._choices.popitem(last=False)
         return choice
+
+    # ---- exports
+
+    def export(self, repo: str) -> tuple[pd.DataFrame, dict]:
+        """(every stored prediction of the repo's checkpoints on the default data, one row per item and checkpoint;
+        the run's results record: fingerprints, versions, each checkpoint's metrics, the choice)."""
+        source, data = self.source(repo), self.dataset()
+        evaluations = self._evaluator.store.evaluations(source.name, dataset_fingerprint=data.fingerprint)
+        if not evaluations:
+            raise NotEvaluated(f"{repo}: nothing is evaluated yet on {data.name}")
+        try:
+            choice = self.choice(repo)
+        except NotEvaluated:  # only partial evaluations: no choice yet
+            choice = None
+        return predictions_table(evaluations, data), results_record(repo, evaluations, data, choice)
+
+    def job_predictions(self, job_id: int, *, offset: int = 0, limit: int = 100) -> tuple[JobResult, int, pd.DataFrame]:
+        """(a done job with its evaluation, how many rows that has, its rows from `offset`, at most `limit` of them)."""
+        result = self.job(job_id)
+        if result.evaluation is None:
+            raise NotEvaluated(f"job {job_id} is {result.job.status}: it has no predictions (yet)")
+        rows = prediction_rows(result.evaluation, self.dataset(result.job.dataset))
+        return result, len(rows), rows.iloc[offset : offset + limit]
 
     # ---- watches
 

@@ -124,7 +124,7 @@ def test_bad_input_is_refused_before_any_work(tiny_base, tmp_path, capsys):
     ]
     for extra, message in cases:
         argv = ["train", "--preset", "course-qlora" if not extra else "tiny", "--output", str(tmp_path / "new-run"), *extra]
-        assert main(argv) == 2, extra
+        assert main(argv) == 1, extra
         assert message in capsys.readouterr().err, extra
     assert not (tmp_path / "new-run").exists()  # nothing written
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]

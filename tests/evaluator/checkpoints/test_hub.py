@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from huggingface_hub import HfApi
 
-from pricer.evaluator.errors import PickledWeightsRefused, RepoNotFound, RevisionNotFound
+from pricer.evaluator.errors import HubUnavailable, PickledWeightsRefused, RepoNotFound, RevisionNotFound
 from pricer.evaluator.evaluate import Evaluator
 from pricer.evaluator.settings import Settings
 
@@ -77,6 +77,25 @@ def test_unknown_repo_and_revision(evaluator, pushed):
         evaluator.source(REPO).resolve("no-such-branch")
     with pytest.raises(RevisionNotFound):
         evaluator.source(REPO).resolve("deadbeef" * 5)
+
+
+def test_a_repo_with_commits_but_no_adapter_has_no_revisions_and_says_so(evaluator, hub_server):
+    repo = "pricer-tests/no-checkpoint-yet"
+    HfApi(endpoint=hub_server.endpoint, token=False).create_repo(repo, exist_ok=True)  # its initial commit: no adapter
+    source = evaluator.source(repo)
+    assert source.scan().revisions == []  # a watch polls again until training pushes one
+    with pytest.raises(RevisionNotFound, match="no commit holds an adapter"):
+        source.revisions()
+
+
+def test_offline_mode_is_a_hub_unavailable_error(evaluator, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets as the client is imported
+    source = evaluator.source(REPO)
+    for call in (source.revisions, source.refs, lambda: source.resolve("main")):
+        with pytest.raises(HubUnavailable, match=r"offline mode is on \(HF_HUB_OFFLINE\)"):
+            call()
 
 
 def test_pickled_adapter_is_refused_before_download(evaluator, pushed, tmp_path, hub_server):

@@ -1,14 +1,20 @@
 """`pricer` as a user runs it: JSON and table output, and bad input that fails cleanly."""
 
+import argparse
 import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
+from huggingface_hub import HfApi
 
-from pricer.evaluator.cli.main import main
+import pricer
+from pricer.evaluator.cli import evaluating
+from pricer.evaluator.cli.main import EXIT_STATUSES, build_parser, main
 from pricer.evaluator.data import catalogue_split
 from pricer.evaluator.embedded.tiny import make_tiny_base
 from pricer.evaluator.settings import Settings
@@ -63,7 +69,7 @@ def test_evaluate_best_predict(capsys, tmp_path, tiny_run, heldout_file):
     assert best["step"] <= lowest["step"]  # the rule never picks a later checkpoint than the lowest error
     assert best["test"]["metrics"]["n"] == 32 - validation_size(heldout_file)  # the out-of-sample figure: test items only
     code, out, err = run(capsys, "best", str(tiny_run), "--data", "catalogue")
-    assert code == 2 and "nothing is evaluated yet on catalogue-heldout" in err  # another held-out set, named
+    assert code == 1 and "nothing is evaluated yet on catalogue-heldout" in err  # another held-out set, named
 
     code, out, _ = run(capsys, "predict", str(tiny_run), "Stainless steel 5-quart stand mixer, 10 speeds", *data, "--json")
     answer = json.loads(out)
@@ -98,7 +104,7 @@ def test_evaluate_race_ranks_the_survivors_says_what_it_saved_and_best_chooses_a
     code, out, _ = run(capsys, "best", str(tiny_run), "--data", str(heldout_file), "--json")
     assert code == 0 and json.loads(out)["commit"] == raced["ranking"][0]["commit"]  # min: the lowest of the survivors
     code, out, err = run(capsys, "evaluate", str(tiny_run), "--race", "--estimator", "auto", "--data", str(heldout_file))
-    assert code == 2 and "one estimator" in err
+    assert code == 1 and "one estimator" in err
     code, out, _ = run(capsys, "evaluate", str(tiny_run), "--race", "--data", str(heldout_file))
     assert code == 0 and "validation-item scorings a full evaluation makes" in out
 
@@ -139,7 +145,7 @@ def test_bad_input_fails_cleanly_and_writes_nothing(capsys, tmp_path, tiny_run, 
         code, out, err = run(
             capsys, *argv, *(["--data", str(heldout_file)] if argv[0] == "evaluate" and "--data" not in argv else [])
         )
-        assert code == 2, argv
+        assert code == 1, argv
         assert message in err, (argv, err)
         assert "Traceback" not in err and out == ""
     assert _count() == 0
@@ -154,7 +160,7 @@ def test_options_are_spelt_out_and_a_misspelt_one_shows_its_subcommands_usage(ca
             main(argv)
         err = capsys.readouterr().err
         assert (
-            exited.value.code == 2
+            exited.value.code == 2  # a usage error: argparse's status, distinct from pricer's own errors (1)
             and err.startswith(usage)
             and f"unrecognized arguments: {' '.join(argv[-2:] if argv[0] == 'data' else argv[-1:])}" in err
         )
@@ -162,7 +168,7 @@ def test_options_are_spelt_out_and_a_misspelt_one_shows_its_subcommands_usage(ca
 
 def test_with_json_an_error_is_a_json_object_on_stderr(capsys, tiny_run):
     code, out, err = run(capsys, "best", str(tiny_run), "--json")
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert json.loads(err) == {"error": "NotEvaluated", "detail": "local/tiny-run: nothing is evaluated yet on catalogue-heldout"}
 
 
@@ -177,7 +183,7 @@ def test_data_writes_the_catalogues_items_that_train_and_evaluate_read(capsys, t
     assert (heldout.test == catalogue.test).all()  # the same validation and test items as the built-in set
     before = (tmp_path / "data" / "train.jsonl").read_bytes()
     code, _, err = run(capsys, "data", "--output", str(tmp_path / "data"))
-    assert code == 2 and "already exist" in err and (tmp_path / "data" / "train.jsonl").read_bytes() == before
+    assert code == 1 and "already exist" in err and (tmp_path / "data" / "train.jsonl").read_bytes() == before
     assert run(capsys, "data", "--output", str(tmp_path / "data"), "--force")[0] == 0
 
 
@@ -185,7 +191,128 @@ def test_hub_repo_errors(capsys, tmp_path, heldout_file, monkeypatch):
     with HubServer(tmp_path / "hub") as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         code, _, err = run(capsys, "evaluate", "org/missing-run", "--revision", "main", "--data", str(heldout_file))
-        assert code == 2 and "no such Hub repo" in err
+        assert code == 1 and "no such Hub repo" in err
+        HfApi(endpoint=hub.endpoint, token=False).create_repo("org/no-checkpoint-yet")  # one commit, and no adapter in it
+        for argv in (["revisions", "org/no-checkpoint-yet"], ["evaluate", "org/no-checkpoint-yet", "--data", str(heldout_file)]):
+            code, out, err = run(capsys, *argv)
+            assert code == 1 and out == "", (argv, out)
+            assert err == "error: org/no-checkpoint-yet: no commit holds an adapter (adapter_config.json)\n", (argv, err)
+
+
+def cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    """`pricer ...` in its own process, as a shell runs it."""
+    return subprocess.run([sys.executable, "-m", "pricer.evaluator.cli.main", *argv], text=True, timeout=120, **kwargs)
+
+
+def test_hub_offline_with_nothing_cached_is_one_line():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # read as huggingface_hub is imported: a process of its own
+    for argv in (["revisions", "org/run"], ["evaluate", "org/run", "--revision", "main", "--data", "catalogue"]):
+        done = cli(*argv, env=env, capture_output=True)
+        assert done.returncode == 1 and done.stdout == "", (argv, done.stderr)
+        assert done.stderr.splitlines() == [
+            "error: org/run: the Hub's offline mode is on (HF_HUB_OFFLINE), and listing or resolving revisions needs the Hub"
+        ], argv
+
+
+def test_a_reader_that_stops_early_ends_pricer_quietly(tmp_path):
+    """`pricer ... | head -1`: no traceback when the reader is gone; 141, as a shell reports a command SIGPIPE ended."""
+    scored = tmp_path / "scored.jsonl"
+    scored.write_text('{"price": 10, "guess": 12}\n{"price": 20, "guess": 18}\n')
+    # --help: argparse drops the failed write itself (status 0); what is left to check is Python's flush at exit
+    for argv, status in ((["score", str(scored), "--guess-field", "guess", "--json"], 141), (["--help"], 0)):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before pricer writes a byte: every write fails, as after `head` exits
+        try:
+            done = cli(*argv, stdout=write, stderr=subprocess.PIPE)
+        finally:
+            os.close(write)
+        assert done.returncode == status and done.stderr == "", (argv, done.stderr)
+
+
+def test_version_is_the_packages(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"pricer {pricer.__version__}\n"
+    pyproject = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == pricer.__version__  # one version, said the same everywhere
+
+
+def test_exit_statuses_are_distinct_and_listed_in_the_help(capsys, monkeypatch):
+    assert list(EXIT_STATUSES) == [0, 1, 2, 130, 141]  # a script's contract: pricer's error 1, a usage error 2
+    listed = build_parser().format_help().split("exit status:\n")[1].splitlines()
+    assert [int(line.split()[0]) for line in listed] == [0, 1, 2, 130, 141]
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluating, "cmd_score", interrupted)  # Ctrl-C while a command runs
+    assert run(capsys, "score", "x.jsonl", "--guess-field", "g") == (130, "", "interrupted\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbosity"),
+    [
+        (["best", "run"], None),
+        (["-v", "best", "run"], "verbose"),
+        (["best", "run", "-v"], "verbose"),
+        (["best", "--verbose", "run"], "verbose"),
+        (["-q", "best", "run"], "quiet"),
+        (["best", "run", "--quiet"], "quiet"),
+        (["-q", "best", "run", "-v"], "verbose"),  # the last one given wins
+        (["-v", "best", "run", "-q"], "quiet"),
+        (["best", "run", "-q", "-v"], "verbose"),
+    ],
+)
+def test_verbose_and_quiet_go_before_or_after_the_command(argv, verbosity):
+    assert build_parser().parse_args(argv).verbosity == verbosity
+
+
+def test_quiet_keeps_the_output_and_drops_the_progress_bar(capsys, tiny_run, heldout_file):
+    data = ("--data", str(heldout_file))
+    code, out, err = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-10", *data, "-q")
+    assert code == 0 and "checkpoint-10" in out and err == ""
+    code, out, err = run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-20", *data)
+    assert code == 0 and "checkpoint-20" in out and "100%|" in err  # without -q: the bar
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    missing = [
+        f"pricer {name} {'/'.join(action.option_strings) or action.dest}"
+        for name, command in [("", parser), *commands.choices.items()]
+        for action in command._actions
+        if not action.help
+    ]
+    missing += [f"pricer {command.dest}: its line in `pricer --help`" for command in commands._choices_actions if not command.help]
+    assert missing == []
+    assert all({"-v", "-q", "--verbose", "--quiet"} <= set(command._option_string_actions) for command in commands.choices.values())
+
+
+def test_bad_values_and_settings_are_one_line(capsys, tmp_path, monkeypatch):
+    for argv, message in (
+        (["best", "run", "--patience", "0"], "argument --patience: must be above zero, not 0"),
+        (["watch", "run", "--interval", "-1"], "argument --interval: must be above zero, not -1"),
+        (["demo", "--items", "0"], "argument --items: must be above zero, not 0"),
+        (["evaluate", "run", "--batch-size", "nan"], "argument --batch-size: invalid int value: 'nan'"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and message in err, (argv, err)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for argv, message in (
+        (["evaluate", "~no-such-user-of-pricer/run"], "error: ~no-such-user-of-pricer/run: no such run folder"),
+        (["data", "--output", str(blocker / "data")], f"error: {blocker / 'data'}: cannot write the data files"),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == "" and err.startswith(message) and err.count("\n") == 1, (argv, err)
+    monkeypatch.setenv("PRICER_BATCH_SIZE", "0")  # a setting from the environment, out of range
+    code, out, err = run(capsys, "best", str(tmp_path))
+    assert code == 1 and err == (
+        "error: invalid setting (a flag or a PRICER_* variable): batch_size: Input should be greater than or equal to 1\n"
+    )
 
 
 def test_demo_trains_evaluates_through_the_queue_charts_and_serves(tiny_base, tmp_path):

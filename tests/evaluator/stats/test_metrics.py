@@ -62,5 +62,5 @@ def test_bootstrap_is_reproducible_and_interval_narrows_with_n():
 
 def test_score_rejects_bad_guess_field(capsys):
     code = main(["score", str(REAL_DATA / "course_test250_with_predictions.jsonl"), "--guess-field", "predictions.nope"])
-    assert code == 2
+    assert code == 1  # pricer's own error (a usage error is 2)
     assert "no field 'predictions.nope'" in capsys.readouterr().err

@@ -190,7 +190,7 @@ def test_report_of_an_unevaluated_repo_is_a_clear_error(tmp_path, tiny_run):
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2 and "nothing is evaluated yet" in done.stderr
+    assert done.returncode == 1 and "nothing is evaluated yet" in done.stderr
     assert not (tmp_path / "r.html").exists()
 
 
