@@ -49,8 +49,11 @@ def test_a_push_is_named_by_the_commit_it_made_never_by_an_earlier_runs_push_of_
     api, repo = HfApi(endpoint=hub_server.endpoint, token=False), "pricer-tests/resolve-pushes"
     api.create_repo(repo, exist_ok=True)
 
+    pushed = []
+
     def push(message: str) -> str:
-        (tmp_path / "file.txt").write_text(message)  # new content: each push is a commit
+        pushed.append(message)
+        (tmp_path / "file.txt").write_text(f"push {len(pushed)}: {message}")  # new content: each push is a commit
         return api.upload_folder(repo_id=repo, folder_path=tmp_path, commit_message=message).oid
 
     push("Training in progress, step 10")  # an earlier run into the same repo
