@@ -363,7 +363,10 @@ class PricerService:
         result = self.job(job_id)
         if result.evaluation is None:
             raise NotEvaluated(f"job {job_id} is {result.job.status}: it has no predictions (yet)")
-        rows = prediction_rows(result.evaluation, self.dataset(result.job.dataset))
+        data = self.dataset(result.job.dataset)
+        if data.fingerprint != result.evaluation.dataset_fingerprint:  # the file changed since: its items are others
+            raise DatasetNotFound(f"job {job_id} priced another version of {data.name} than this service holds")
+        rows = prediction_rows(result.evaluation, data)
         return result, len(rows), rows.iloc[offset : offset + limit]
 
     # ---- watches

@@ -69,3 +69,13 @@ def test_predictions_of_a_job_come_a_page_at_a_time_and_a_job_without_any_is_a_4
         assert [row["argmax"] for row in rows] == job.evaluation.prices.argmax.tolist()
         assert client.get(f"/evaluations/{job.job.id}/predictions", params={"limit": 1001}).status_code == 422
         assert client.get("/evaluations/999/predictions").status_code == 404
+
+
+def test_predictions_of_a_job_on_data_changed_since_are_refused_not_mislabelled(evaluated, settings, tiny_run, tmp_path):
+    service, _, items = evaluated
+    job, _ = service.submit(REPO, "checkpoint-10")
+    write_items(items, catalogue_split()[1].iloc[24:48])  # the same file name, other items
+    restarted = PricerService(settings.model_copy(update={"checkpoint_root": tiny_run.parent, "data": str(items)}))
+    with TestClient(create_app(service=restarted)) as client:
+        answer = client.get(f"/evaluations/{job.job.id}/predictions")
+    assert answer.status_code == 404 and "another version" in answer.json()["detail"]

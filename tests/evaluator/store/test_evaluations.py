@@ -1,7 +1,6 @@
 import threading
 
 import numpy as np
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -59,11 +58,6 @@ def _store_before_migrations(url: str) -> None:
             "'config', 'queued', 0, '2026-11-01 10:00:01')"  # the same job twice, as a race between processes left it
         ))
     engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 def test_a_store_made_before_migrations_is_brought_to_the_head_and_keeps_its_evaluations(store_url):

@@ -5,7 +5,6 @@ import sys
 import threading
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -16,11 +15,6 @@ from pricer.evaluator.store.schema import JobRow
 
 DATA = {"dataset": "d", "dataset_fingerprint": "f" * 64, "config_key": "c"}
 LEASE = 60
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 def _revision(n: int) -> Revision:

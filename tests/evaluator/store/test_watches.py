@@ -3,14 +3,7 @@
 import threading
 from datetime import timedelta
 
-import pytest
-
 from pricer.evaluator.store import Store, Watches, utcnow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'watches.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 def test_a_due_poll_is_taken_by_exactly_one_of_the_replicas_asking_at_once(store_url):
