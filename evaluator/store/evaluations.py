@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from pricer.evaluator.errors import StoreUnavailable
 from pricer.evaluator.records import ESTIMATES, Evaluation, EvaluationKey, ItemPrices, RaceStop, Revision
-from pricer.evaluator.store.migrate import migrate
+from pricer.evaluator.store.migrate import migrate, one_at_a_time
 from pricer.evaluator.store.schema import CheckpointRow, EvaluationRow, PredictionRow, utcnow  # noqa: F401  (utcnow: re-exported)
 
 
@@ -77,7 +77,9 @@ class Store:
         event.listen(self.engine, "handle_error", self._unavailable)
         event.listen(self.engine, "after_cursor_execute", self._executed)
         if sqlite_file:  # readers (requests) never wait for the writer (the worker), and a crash cannot corrupt
-            event.listen(self.engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
+            # the mode is kept in the file; switching needs the file alone, so starters switch one at a time
+            with one_at_a_time(self.engine), self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         migrate(self.engine)
 
     def _unavailable(self, context: ExceptionContext) -> None:

@@ -44,7 +44,7 @@ def migrate(engine: Engine) -> None:
     """Upgrade the database to `head()`; a no-op (one read) when it is there already."""
     if revision(engine) == head():
         return
-    with _one_at_a_time(engine), engine.begin() as connection:
+    with one_at_a_time(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK})
         config = _config()
@@ -52,7 +52,8 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def _one_at_a_time(engine: Engine) -> contextlib.AbstractContextManager:
+def one_at_a_time(engine: Engine) -> contextlib.AbstractContextManager:
+    """Held while one process changes a SQLite file's schema or journal mode (PostgreSQL: an advisory lock instead)."""
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
         return FileLock(f"{database}.migrating")
