@@ -34,6 +34,7 @@ STATUS_CODES: list[tuple[type[errors.PricerError], int]] = [
     (errors.ModelNotReady, 503),
     (errors.HubUnavailable, 503),
     (errors.ModelLoadError, 503),
+    (errors.PublishFailed, 502),
 ]
 
 

@@ -7,13 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
+from pydantic import StringConstraints
 
 from pricer.app.deps import ServiceDep, require_predict_token, require_token
-from pricer.app.errors import ErrorBody
+from pricer.app.errors import ErrorBody, status_code
 from pricer.app.schemas import (
     MAX_PREDICTION_ROWS,
     BestCheckpoint,
     CheckpointPublic,
+    ComparisonPublic,
     DroppedPublic,
     EvaluateRequest,
     EvaluationPublic,
@@ -35,7 +37,7 @@ from pricer.evaluator.records import JobStatus
 from pricer.evaluator.service import PROMETHEUS_CONTENT_TYPE, PricerService
 from pricer.evaluator.stats.metrics import Metric
 from pricer.evaluator.stats.selection import EstimatorChoice, Rule
-from pricer.evaluator.views.report import render_dashboard, render_views
+from pricer.evaluator.views.report import compare_view, render_compare, render_dashboard, render_views
 
 router = APIRouter()
 RepoQuery = Query(default=None, max_length=200, description="default (or empty): the repo the service serves")
@@ -123,6 +125,27 @@ def read_best_checkpoint(
     choice = service.choice(name, metric=metric, rule=rule, estimator=estimator)
     served = service.served(name)
     return BestCheckpoint.of(name, choice, served=served is not None and served.evaluation.id == choice.chosen.evaluation.id)
+
+
+MAX_RUNS = 20
+RepoName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+RunsQuery = Annotated[
+    list[RepoName],
+    Query(min_length=2, max_length=MAX_RUNS, description="a run: a Hub repo id or local/<run folder>; repeat it for each run"),
+]
+
+
+@router.get("/projects/compare", response_model=ComparisonPublic, responses=error_answers(404, 422))
+def read_comparison(
+    service: ServiceDep,
+    repo: RunsQuery,
+    metric: Metric | None = None,
+    rule: Rule | None = None,
+    estimator: EstimatorChoice | None = None,
+) -> ComparisonPublic:
+    """Several runs evaluated on the same held-out items: each run's own choice, every checkpoint of every run ranked
+    together (P(best), the paired difference to the best), and which run's checkpoint the rule takes, with its test figure."""
+    return ComparisonPublic.of(service.compare(repo, metric=metric, rule=rule, estimator=estimator))
 
 
 @router.post(
@@ -242,6 +265,17 @@ def dashboard(request: Request, repo: str | None = RepoQuery, metric: Metric | N
 def dashboard_views(request: Request, repo: str | None = RepoQuery, metric: Metric | None = None) -> HTMLResponse:
     """The part of the dashboard that refreshes itself."""
     return HTMLResponse(render_views(request.app.state.views, repo, metric))
+
+
+@router.get("/dashboard/compare", response_class=HTMLResponse, include_in_schema=False)
+def dashboard_compare(
+    request: Request,
+    repo: Annotated[list[RepoName] | None, Query(max_length=MAX_RUNS, description="the runs to compare")] = None,
+    metric: Metric | None = None,
+) -> HTMLResponse:
+    """Runs compared: one validation curve per run, each run's choice, every checkpoint ranked together."""
+    view = compare_view(request.app.state.views, repo or [], metric)
+    return HTMLResponse(render_compare(view), status_code=status_code(view.error) if view.error else 200)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 from pricer.evaluator.data import MAX_DESCRIPTIONS
 from pricer.evaluator.records import Evaluation, JobResult, RaceStop, Revision
 from pricer.evaluator.service import RunRacing, ServedPrediction
+from pricer.evaluator.stats.comparison import Comparison, Entry
 from pricer.evaluator.stats.metrics import METRICS, Metrics
 from pricer.evaluator.stats.ranking import Ranked
 from pricer.evaluator.stats.selection import Candidate, Choice
@@ -256,6 +257,76 @@ class BestCheckpoint(CandidatePublic):
             versus_runner_up=PairedPublic(**choice.versus_runner_up.to_dict()) if choice.versus_runner_up else None,
             overfitting=choice.overfitting.to_dict() if choice.overfitting else None,
             candidates=[CandidatePublic.of(repo, c) for c in choice.candidates],
+        )
+
+
+class PooledPublic(CandidatePublic):
+    """One checkpoint of one run (`repo`), with P(best) and its paired difference to the best over every run's checkpoints."""
+
+    rank: int = Field(description="its place among every checkpoint of every run, best first")
+
+    @classmethod
+    def of(cls, rank: int, entry: Entry) -> PooledPublic:
+        return cls(rank=rank, **CandidatePublic.of(entry.run, entry.candidate).model_dump())
+
+
+class RunChoicePublic(BaseModel):
+    """One run's own choice, as `GET /best-checkpoint` gives it for that run alone."""
+
+    repo: str
+    evaluated: int = Field(description="the run's checkpoints compared")
+    chosen: CandidatePublic = Field(description="the run's own pick; P(best) and the difference to the best within the run")
+    test: TestFigure | None = Field(description="the run's pick on the test items")
+    overfitting: dict | None = Field(description="the run's overfitting alarm, when raised")
+
+    @classmethod
+    def of(cls, repo: str, choice: Choice) -> RunChoicePublic:
+        return cls(
+            repo=repo,
+            evaluated=len(choice.candidates),
+            chosen=CandidatePublic.of(repo, choice.chosen),
+            test=TestFigure(metrics=_metrics(choice.test), intervals=choice.test.intervals) if choice.test else None,
+            overfitting=choice.overfitting.to_dict() if choice.overfitting else None,
+        )
+
+
+class ComparisonPublic(BaseModel):
+    """Several runs evaluated on the same held-out items: each run's choice, every checkpoint ranked together, and
+    the run whose checkpoint the rule takes."""
+
+    repos: list[str] = Field(description="the runs compared, as named")
+    rule: str = Field(description="how the rule chooses across runs, stated")
+    metric: str
+    estimator: str
+    dataset: str
+    chosen: PooledPublic = Field(description="the checkpoint the rule takes, and its run (repo)")
+    test: TestFigure | None = Field(description="the chosen checkpoint on the test items, never used to choose")
+    coverage: float | None = Field(description="the share of test prices inside the chosen checkpoint's 80% intervals")
+    cross_fitted: dict | None = Field(
+        description="rule min without test items: the choice over every run's checkpoints made on random halves of the "
+        "validation items and scored on the other halves ({value, spread, folds})"
+    )
+    baseline: MetricsPublic = Field(description="every validation item priced at their median")
+    runs: list[RunChoicePublic] = Field(description="each run's own choice, in the order the runs were named")
+    ranking: list[PooledPublic] = Field(description="every checkpoint of every run, best first")
+
+    @classmethod
+    def of(cls, comparison: Comparison) -> ComparisonPublic:
+        ranking = [PooledPublic.of(k, entry) for k, entry in enumerate(comparison.ranking, start=1)]
+        chosen = next(p for p, e in zip(ranking, comparison.ranking, strict=True) if e is comparison.chosen)
+        return cls(
+            repos=list(comparison.runs),
+            rule=comparison.statement,
+            metric=comparison.metric,
+            estimator=comparison.policy.estimator,
+            dataset=comparison.chosen.evaluation.dataset_name,
+            chosen=chosen,
+            test=TestFigure(metrics=_metrics(comparison.test), intervals=comparison.test.intervals) if comparison.test else None,
+            coverage=comparison.coverage,
+            cross_fitted=comparison.cross_fitted.to_dict() if comparison.cross_fitted else None,
+            baseline=_metrics(comparison.baseline),
+            runs=[RunChoicePublic.of(repo, choice) for repo, choice in comparison.runs.items()],
+            ranking=ranking,
         )
 
 

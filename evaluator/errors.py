@@ -104,3 +104,7 @@ class InvalidTrainingConfig(PricerError, ValueError):
 
 class WatchNotFound(PricerError, LookupError):
     """The repo is not watched."""
+
+
+class PublishFailed(PricerError, RuntimeError):
+    """A publishing target (the Hub, MLflow, W&B, the run folder) refused the choice, or none is turned on."""

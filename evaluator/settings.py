@@ -99,6 +99,28 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(default=None, description="X-Webhook-Secret that POST /webhooks/hub must carry")
     predict_max_batch: int = Field(default=32, ge=1, description="descriptions priced together in one pass; 1: no micro-batching")
     predict_max_wait_ms: float = Field(default=5.0, ge=0, description="how long a prediction waits for others to join it")
+    publish_hub: bool = Field(
+        default=False,
+        description="move a tag (hub_tag) to each Hub repo's chosen commit and write the choice and its evidence into the "
+        "repo's model card; needs a token that can write to the repo",
+    )
+    hub_tag: str = Field(default="pricer-best", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="the tag publish_hub moves")
+    run_card: bool = Field(
+        default=False,
+        description="the service writes each local run's choice into the run's folder: its model card (README.md) and "
+        "pricer-choice.json (`pricer publish` always does)",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="log every evaluation and the choice to this MLflow tracking URI (pricer[mlflow])"
+    )
+    mlflow_experiment: str = Field(default="pricer", description="the MLflow experiment pricer's runs go to")
+    wandb_project: str | None = Field(
+        default=None, description="log every evaluation and the choice to this W&B project (pricer[wandb]; WANDB_MODE applies)"
+    )
+    wandb_entity: str | None = Field(default=None, description="the W&B entity (team or user) of the project")
+    champion_alias: str = Field(
+        default="champion", description="the alias the chosen adapter gets in MLflow's model registry and W&B's artifacts"
+    )
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "PRICER_HF_TOKEN"))
     hf_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("HF_ENDPOINT", "PRICER_HF_ENDPOINT"))
 

@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 import pytest
 import uvicorn
+import yaml
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -42,6 +43,7 @@ _REV = r"(?P<rev>[^/]+)"  # revisions are quoted with safe="" by the client, so 
 _ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     (("POST",), re.compile(r"/api/repos/create"), "create_repo"),
     (("GET",), re.compile(r"/api/whoami-v2"), "whoami"),
+    (("POST",), re.compile(r"/api/validate-yaml"), "validate_yaml"),
     (("GET",), re.compile(rf"/api/models/{_REPO}(?:/revision/{_REV})?"), "info"),
     (("GET",), re.compile(rf"/api/models/{_REPO}/tree/{_REV}(?:/(?P<path>.+))?"), "tree"),
     (("GET",), re.compile(rf"/api/models/{_REPO}/refs"), "refs"),
@@ -50,6 +52,7 @@ _ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     (("POST",), re.compile(rf"/api/models/{_REPO}/commit/{_REV}"), "commit"),
     (("POST",), re.compile(rf"/api/models/{_REPO}/branch/{_REV}"), "branch"),
     (("POST",), re.compile(rf"/api/models/{_REPO}/tag/{_REV}"), "tag"),
+    (("DELETE",), re.compile(rf"/api/models/{_REPO}/tag/(?P<tag>[^/]+)"), "untag"),
     (("GET", "HEAD"), re.compile(rf"/{_REPO}/resolve/{_REV}/(?P<path>.+)"), "resolve"),
 ]
 
@@ -222,7 +225,7 @@ class HubServer:
             if match is None or request.method not in methods:
                 continue
             args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
-            if request.method == "POST" and not authed:
+            if request.method in ("POST", "DELETE") and not authed:
                 raise HubError(401, "Unauthorized: a token is required")
             if "repo" in args:
                 with self._lock:
@@ -255,6 +258,18 @@ class HubServer:
 
     async def _h_whoami(self, request: Request) -> Response:
         return JSONResponse({"type": "user", "name": self.username, "fullname": self.username, "orgs": []})
+
+    async def _h_validate_yaml(self, request: Request) -> Response:
+        """A README's metadata must be a YAML mapping (the client asks before it uploads a README.md)."""
+        content = (await request.json()).get("content", "")
+        match = re.match(r"^---\n(.*?)\n---", content, re.DOTALL)
+        try:
+            metadata = yaml.safe_load(match.group(1)) if match else {}
+        except yaml.YAMLError as exc:
+            return JSONResponse({"errors": [{"message": f"invalid YAML: {exc}"}]}, status_code=400)
+        if not isinstance(metadata, dict | None):
+            return JSONResponse({"errors": [{"message": "the metadata is not a mapping"}]}, status_code=400)
+        return JSONResponse({"warnings": []})
 
     async def _h_create_repo(self, request: Request) -> Response:
         body = await request.json()
@@ -386,6 +401,12 @@ class HubServer:
             repo.tags[body["tag"]] = repo.resolve(rev).id
         return JSONResponse({})
 
+    async def _h_untag(self, request: Request, repo: Repo, tag: str) -> Response:
+        with self._lock:
+            if repo.tags.pop(tag, None) is None:
+                raise HubError(404, f"Invalid rev id: {tag}", "RevisionNotFound")
+        return JSONResponse({})
+
     async def _h_resolve(self, request: Request, repo: Repo, rev: str, path: str) -> Response:
         with self._lock:
             commit = repo.resolve(rev)
@@ -404,9 +425,10 @@ def point_hf_client_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     `HF_ENDPOINT` is read once, when `huggingface_hub` is imported, into `constants.ENDPOINT` and the
     `/resolve` URL template, so setting the env var inside a test is not enough: patch both.
     """
-    from huggingface_hub import constants
+    from huggingface_hub import constants, hf_api
 
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hf_api.api, "endpoint", endpoint)  # the module's own client (`file_exists`, ...), made at import
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
 

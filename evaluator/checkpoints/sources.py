@@ -235,23 +235,39 @@ class HubRepo:
         return found
 
     def _adapter_commits(self) -> list[Revision]:
+        """The commits that changed the adapter, oldest first: a commit of other files alone (a model card, pricer's
+        own) is not another checkpoint."""
         with self._hub_errors():
             commits = self._api.list_repo_commits(self.name)
-            found = []
+            found, previous = [], None
             for commit in reversed(commits):  # the Hub lists newest first
-                if CONFIG_FILE in self._api.list_repo_files(self.name, revision=commit.commit_id):
+                adapter = self._adapter_blobs(commit.commit_id)
+                if adapter is not None and adapter != previous:
                     found.append(self._revision(commit.commit_id[:7], commit.commit_id, commit.message or commit.title))
+                previous = adapter
         return found
 
+    def _adapter_blobs(self, commit: str) -> tuple[str | None, str | None] | None:
+        """What identifies the adapter at `commit`: its config's and weights' blob ids (None: no adapter there)."""
+        blobs = {entry.path: getattr(entry, "blob_id", None) for entry in self._api.list_repo_tree(self.name, revision=commit)}
+        return (blobs[CONFIG_FILE], blobs.get(WEIGHTS_FILE)) if CONFIG_FILE in blobs else None
+
     def resolve(self, revision: str) -> Revision:
+        """The checkpoint `revision` names: the commit that last changed the adapter at or before it (a branch whose
+        head only changed the model card names the checkpoint under it)."""
         if not revision or len(revision) > 256 or ".." in revision:
             raise RevisionNotFound(f"{self.name}: {revision!r} is not a valid revision")
         with self._hub_errors(revision):
             sha = self._api.model_info(self.name, revision=revision).sha
             if sha is None:
                 raise RevisionNotFound(f"{self.name}: cannot resolve revision {revision!r}")
-            head = self._api.list_repo_commits(self.name, revision=sha)[0]
-        return self._revision(revision, sha, head.message or head.title)
+            history = self._api.list_repo_commits(self.name, revision=sha)  # newest first
+            adapter, chosen = self._adapter_blobs(sha), history[0]
+            for parent in history[1:] if adapter is not None else ():
+                if self._adapter_blobs(parent.commit_id) != adapter:
+                    break
+                chosen = parent
+        return self._revision(revision, chosen.commit_id, chosen.message or chosen.title)
 
     def latest(self) -> Revision:
         return self.resolve("main")

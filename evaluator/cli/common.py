@@ -41,6 +41,11 @@ def settings_from(args: argparse.Namespace):
         "executor": "executor",
         "ray_address": "ray_address",
         "ray_actors": "ray_actors",
+        "publish_hub": "hub",
+        "run_card": "card",
+        "hub_tag": "tag",
+        "mlflow_tracking_uri": "mlflow",
+        "wandb_project": "wandb",
     }
     given = {field: getattr(args, flag, None) for field, flag in flags.items()}
     try:

@@ -1,4 +1,4 @@
-"""`pricer evaluate | revisions | best | predict | score`: evaluate checkpoints and use the choice."""
+"""`pricer evaluate | revisions | best | predict | score | export | publish`: evaluate checkpoints and use the choice."""
 
 from __future__ import annotations
 
@@ -150,6 +150,25 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"results record: {results}")
 
 
+def cmd_publish(args: argparse.Namespace) -> None:
+    from pricer.evaluator.errors import PublishFailed
+
+    args.card = True  # a local run's card: what publishing a local run means
+    service, repo = service_for(args)
+    done = service.publish(repo)
+    if not done.sent and not done.failed:
+        raise PublishFailed(
+            f"{repo}: no publishing target is turned on for this Hub repo: --hub (a tag and the model card), --mlflow or --wandb"
+        )
+    if args.json:
+        print_json({"sent": done.sent, "failed": done.failed})
+    else:
+        for line in done.sent:
+            print(line)
+    if done.failed:
+        raise PublishFailed("; ".join(f"{target}: {why}" for target, why in done.failed.items()))
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="price held-out items under checkpoints and rank them")
     p.add_argument("source", help="a local run folder (with checkpoint-N/) or a Hub repo id namespace/name")
@@ -205,3 +224,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_db_option(p)
     add_policy_options(p)
     p.set_defaults(run=cmd_export)
+
+    p = commands.add_parser(
+        "publish", help="write the choice back: a Hub tag and model card, the run folder's card, MLflow, W&B"
+    )
+    p.add_argument("source", help="a local run folder, local/<name> under PRICER_CHECKPOINT_ROOT, or a Hub repo id")
+    p.add_argument(
+        "--hub", action="store_true",
+        help="move the tag (--tag) to the chosen commit and write the repo's model card (needs a write token: HF_TOKEN)",
+    )
+    p.add_argument("--tag", help="the Hub tag to move (default: PRICER_HUB_TAG, else pricer-best)")
+    p.add_argument("--mlflow", metavar="URI", help="log the evaluations and register the choice in this MLflow tracking URI")
+    p.add_argument("--wandb", metavar="PROJECT", help="log the evaluations and the chosen adapter to this W&B project")
+    add_data_option(p)
+    add_db_option(p)
+    add_policy_options(p)
+    p.set_defaults(run=cmd_publish)

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from pricer import __version__
-from pricer.evaluator.cli import evaluating, serving, training
+from pricer.evaluator.cli import comparing, evaluating, serving, training
 from pricer.evaluator.errors import PricerError
 
 # Exit statuses: a script tells a mistake in its own command line (2) from a refusal of pricer's (1).
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=Parser, metavar="COMMAND", help="`pricer COMMAND --help` tells its options"
     )
-    for group in (evaluating, serving, training):
+    for group in (evaluating, comparing, serving, training):
         group.add_commands(commands)
     for command in dict.fromkeys(commands.choices.values()):  # given after the subcommand, only then does it override
         _add_verbosity(command, default=argparse.SUPPRESS)

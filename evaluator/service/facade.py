@@ -21,6 +21,8 @@ from pricer.evaluator.data import HeldOutSet, load_heldout, prompts_for
 from pricer.evaluator.errors import DatasetNotFound, InvalidPredictionInput, ModelNotReady, NotEvaluated, RevisionNotFound
 from pricer.evaluator.evaluate import Evaluator, Race, adapter_name
 from pricer.evaluator.exports import prediction_rows, predictions_table, results_record
+from pricer.evaluator.publishing import Run, publishers
+from pricer.evaluator.publishing.delivery import Delivered, deliver
 from pricer.evaluator.records import Evaluation, Job, JobResult, JobStatus, Progress, Revision, Watch
 from pricer.evaluator.service.loop import Loop
 from pricer.evaluator.service.serving import Served, Serving
@@ -28,12 +30,14 @@ from pricer.evaluator.service.telemetry import Telemetry
 from pricer.evaluator.service.watching import Watching
 from pricer.evaluator.service.worker import Executor, JobRunner, NoExecutor, ThreadWorker
 from pricer.evaluator.settings import Settings
+from pricer.evaluator.stats.comparison import Comparison, compare
 from pricer.evaluator.stats.ranking import Ranked, rank
 from pricer.evaluator.stats.selection import Choice, EstimatorChoice, Policy, choose
-from pricer.evaluator.store import JobQueue, Watches, worker_name
+from pricer.evaluator.store import Deliveries, JobQueue, Watches, worker_name
 
 log = logging.getLogger(__name__)
 CHOICES_KEPT = 64
+PUBLISH_RETRY_SECONDS = 60.0  # a target that refused (the Hub down) is tried again after this
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,10 @@ class PricerService:
         self._stored_version: tuple | None = None  # what the store's evaluations were when the served choices were made
         self._refreshing = threading.RLock()
         self._executor: Executor = self._make_executor()
+        self._publishers = publishers(self.settings)
+        self._deliveries = Deliveries(self._evaluator.store)
+        self._to_publish: set[str] = set()  # repos whose choice may have changed since they were last published
+        self._publishing = Loop("pricer-publish", self._publish_due, wait=PUBLISH_RETRY_SECONDS)
         # a poll leaves a stopped (partial) checkpoint as it is; asking for it completes it
         self._watching = Watching(self._watches, revisions=self._scan, enqueue=lambda repo, r: self._enqueue(repo, r, partial=True))
 
@@ -133,12 +141,15 @@ class PricerService:
         if self.serving:
             self._watching.start()
             self._following.start()
+            if self._publishers:
+                self._publishing.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the running job (a job cut off by the process ending runs again: on the next start, or on
         another worker once its lease runs out)."""
         self._watching.stop(timeout)
         self._following.stop(timeout)
+        self._publishing.stop(timeout)
         self._executor.stop(timeout)
 
     def health(self) -> list[str]:
@@ -149,6 +160,8 @@ class PricerService:
             problems.append("the watch poller had stopped; it was started again")
         if self._following.revive():
             problems.append("the loop that serves new choices had stopped; it was started again")
+        if self._publishing.revive():
+            problems.append("the loop that publishes choices had stopped; it was started again")
         if (error := self._evaluator.store.write_error) is not None:
             problems.append(f"the store cannot be written: {error}")
         return [self.redact(problem) for problem in problems]
@@ -343,6 +356,27 @@ class PricerService:
                 self._choices.popitem(last=False)
         return choice
 
+    # ---- runs compared
+
+    def compare(
+        self, repos: list[str], *, metric: str | None = None, rule: str | None = None, estimator: str | None = None
+    ) -> Comparison:
+        """Several runs evaluated on the default data's items, every checkpoint of every run chosen among together
+        (`stats.comparison.compare`): each run's own choice, the pooled ranking, and the run whose checkpoint the
+        policy's rule takes. A run with nothing evaluated on these items (only on others) is a `NotEvaluated`."""
+        policy, data, runs = self.policy.but(metric=metric, rule=rule, estimator=estimator), self.dataset(), {}
+        for repo in dict.fromkeys(repos):
+            source = self.source(repo)
+            ids = self._evaluator.comparable(source.name, data)
+            if not ids:
+                stored = self._evaluator.store.evaluations(source.name)
+                others = {e.dataset_name for e in stored if e.dataset_fingerprint != data.fingerprint}
+                names = sorted(f"another version or split of {name}" if name == data.name else name for name in others)
+                elsewhere = f" (only on other items: {', '.join(names)}; runs are compared on the same items)"
+                raise NotEvaluated(f"{repo}: nothing is evaluated yet on {data.name}{elsewhere if others else ''}")
+            runs[repo] = self._evaluator.store.evaluations(source.name, dataset_fingerprint=data.fingerprint, ids=ids)
+        return compare(runs, policy, test_mask=data.test)
+
     # ---- exports
 
     def export(self, repo: str) -> tuple[pd.DataFrame, dict]:
@@ -357,6 +391,15 @@ class PricerService:
         except NotEvaluated:  # only partial evaluations: no choice yet
             choice = None
         return predictions_table(evaluations, data), results_record(repo, evaluations, data, choice)
+
+    def published_run(self, repo: str) -> Run:
+        """What publishers are told about `repo`: its complete evaluations on the default data by step, and the choice."""
+        choice = self.choice(repo)
+        source, data = self.source(repo), self.dataset()
+        evaluations = sorted(
+            (candidate.evaluation for candidate in choice.candidates), key=lambda e: (e.revision.step is None, e.revision.step or 0, e.id)
+        )
+        return Run(repo, source, data, evaluations, choice, results_record(repo, evaluations, data, choice))
 
     def job_predictions(self, job_id: int, *, offset: int = 0, limit: int = 100) -> tuple[JobResult, int, pd.DataFrame]:
         """(a done job with its evaluation, how many rows that has, its rows from `offset`, at most `limit` of them)."""
@@ -460,6 +503,32 @@ class PricerService:
                 choice.overfitting.since_step,
             )
         self._serving.serve(repo, choice.chosen.evaluation, self.source(repo), choice.policy.estimator)
+        if self._publishers:
+            with self._choices_lock:
+                self._to_publish.add(repo)
+            self._publishing.wake()
+
+    # ---- publishing: the choice written back to the Hub, the run folder, MLflow, W&B
+
+    def publish(self, repo: str, *, again: bool = True) -> Delivered:
+        """Publish `repo`'s evaluations and choice to every target the settings turn on, now, in this thread
+        (`again`: the choice even where it was published, with the evidence as it is now)."""
+        return deliver(self.published_run(repo), self._publishers, self._deliveries, worker=worker_name("publish"), again=again)
+
+    def _publish_due(self) -> bool:
+        """Publish each repo whose choice may have changed; a repo a target refused stays due, for the next round."""
+        with self._choices_lock:
+            due, self._to_publish = self._to_publish, set()
+        for repo in due:
+            try:
+                failed = self.publish(repo, again=False).failed
+            except Exception:
+                log.exception("cannot publish %s", repo)
+                failed = True
+            if failed:
+                with self._choices_lock:
+                    self._to_publish.add(repo)
+        return False
 
     def _served_revisions(self) -> list[tuple[str, Revision]]:
         return self._serving.revisions()

@@ -142,3 +142,20 @@ class WatchRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # when it is next due; a replica that takes a poll moves it on first, so one replica polls at a time
     next_poll: Mapped[datetime | None] = mapped_column()
+
+
+class DeliveryRow(Base):
+    """What reached a publishing target (the Hub, a run folder, MLflow, W&B) for one run: each evaluation, and the
+    choice. A row being delivered names its worker; one left behind by a worker that stopped is taken over."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("target", "source", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(512))
+    subject: Mapped[str] = mapped_column(String(64))  # "evaluation:<id>" or "choice"
+    value: Mapped[str] = mapped_column(String(128))  # what was (or is being) delivered: the chosen commit, ...
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

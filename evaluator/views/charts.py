@@ -4,7 +4,7 @@ Each function returns a matplotlib `Figure` (made without pyplot, so the server 
 from several threads); `save_png` writes it for `pricer demo` and `pricer report --png`,
 `to_svg` inlines it in the dashboard and the HTML report. Artists the page and its tests
 look for carry ids: `checkpoints` (one marker per checkpoint), `chosen`, `best`, `baseline`, `interval`,
-`train-loss`, `items`.
+`train-loss`, `items`; the runs-compared overlay: `run-1`, `run-2`, ... (one line per run), `picks`, `chosen`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from pricer.evaluator.records import Evaluation
+from pricer.evaluator.stats.comparison import Comparison
 from pricer.evaluator.stats.metrics import COLOR_WORDS, METRICS, colors, spec
 from pricer.evaluator.stats.selection import Choice
 
@@ -66,6 +67,36 @@ def error_curve(choice: Choice, *, title: str = "") -> Figure:
         loss_ax.plot(*zip(*losses, strict=True), "s-", ms=4, color="tab:purple", gid="train-loss")
         loss_ax.set(ylabel="training loss")
     (loss_ax or ax).set(xlabel="training step (dotted: epoch boundaries)")
+    fig.tight_layout()
+    return fig
+
+
+def runs_overlay(comparison: Comparison, *, title: str = "") -> Figure:
+    """Several runs' validation metric per checkpoint against step, one line per run: each run's own pick ringed,
+    the checkpoint the rule takes across runs starred, the constant-guess baseline dashed."""
+    metric, chosen = spec(comparison.metric), comparison.chosen.evaluation
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for k, (run, choice) in enumerate(comparison.runs.items(), start=1):
+        steps = [c.evaluation.revision.step or i for i, c in enumerate(choice.candidates)]
+        values = [c.validation.value(metric.name) for c in choice.candidates]
+        (line,) = ax.plot(steps, values, "o-", ms=4, label=_literal(run), gid=f"run-{k}")
+        ids = [c.evaluation.id for c in choice.candidates]
+        pick = ids.index(choice.chosen.evaluation.id)
+        ax.plot([steps[pick]], [values[pick]], "o", ms=12, mfc="none", mew=1.5, color=line.get_color(), gid=f"pick-{k}")
+        if run == comparison.chosen.run:
+            star = (steps[ids.index(chosen.id)], values[ids.index(chosen.id)])
+    label = f"chosen: {comparison.chosen.run} {chosen.revision.revision} (P(best) {comparison.chosen.candidate.p_best:.0%})"
+    ax.plot(*star, "*", ms=18, color="tab:green", label=_literal(label), gid="chosen")
+    baseline = comparison.baseline.value(metric.name)
+    label = _literal(f"every item at the median price: {metric.show(baseline)}")
+    ax.axhline(baseline, color="dimgrey", ls="--", lw=1, label=label, gid="baseline")
+    ax.plot([], [], "o", ms=12, mfc="none", color="grey", label="each run's own choice")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _literal(metric.show_tick(value))))
+    title = title or "validation error per checkpoint, by run"
+    ax.set(xlabel="training step", ylabel=_literal(metric.label), title=_literal(title))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 

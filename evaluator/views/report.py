@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
-from pricer.evaluator.errors import NotEvaluated
+from pricer.evaluator.errors import NotEvaluated, PricerError
 from pricer.evaluator.records import Job, JobStatus, Revision
+from pricer.evaluator.stats.comparison import Comparison
 from pricer.evaluator.stats.metrics import METRICS, spec
 from pricer.evaluator.stats.selection import Candidate, Choice, significantly_worse
-from pricer.evaluator.views.charts import LABELS, error_curve, save_png, title_line, to_svg, truth_vs_prediction
+from pricer.evaluator.views.charts import LABELS, error_curve, runs_overlay, save_png, title_line, to_svg, truth_vs_prediction
 
 if TYPE_CHECKING:
     from pricer.evaluator.service import PricerService, RunRacing
@@ -163,6 +164,38 @@ def render_dashboard(views: Views, repo: str | None, metric: str | None = None) 
 def render_views(views: Views, repo: str | None, metric: str | None = None) -> str:
     """The part of the page that refreshes itself while jobs run."""
     return _templates.get_template("views.html").render(**_context(views.view(repo, metric)))
+
+
+@dataclass(frozen=True)
+class CompareView:
+    """The runs-compared page: the runs asked for, and their comparison or why there is none."""
+
+    repos: list[str]  # every repo the service knows: the page's choices
+    asked: list[str]
+    metric: str
+    comparison: Comparison | None
+    error: PricerError | None  # why there is no comparison (the page says it in `message`)
+    message: str | None
+    overlay_svg: str | None
+
+
+def compare_view(views: Views, repos: list[str], metric: str | None = None) -> CompareView:
+    """The comparison of `repos` (none with fewer than two: the page offers the service's repos to pick from)."""
+    service, comparison, error = views.service, None, None
+    if len(dict.fromkeys(repos)) >= 2:
+        try:
+            comparison = service.compare(repos, metric=metric)
+        except PricerError as exc:
+            error = exc
+    overlay = to_svg(runs_overlay(comparison)) if comparison else None
+    message = service.redact(str(error)) if error else None
+    metric = service.policy.but(metric=metric).metric
+    return CompareView(list(dict.fromkeys([*service.repos(), *repos])), repos, metric, comparison, error, message, overlay)
+
+
+def render_compare(view: CompareView) -> str:
+    """The runs-compared page: one validation curve per run, each run's choice, every checkpoint ranked together."""
+    return _templates.get_template("compare.html").render(compare=view, metrics=METRICS, labels=LABELS)
 
 
 def write_report(views: Views, repo: str, output: Path, *, metric: str | None = None, png: bool = False) -> list[Path]:
