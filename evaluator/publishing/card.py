@@ -29,7 +29,7 @@ CARD_FILE, RECORD_FILE = "README.md", "pricer-choice.json"
 def _figure(metrics: Metrics, name: str) -> str:
     spec = METRICS[name]
     low, high = metrics.intervals[name]
-    return f"{spec.show(metrics.values[name])} ({spec.show_interval(low, high)})"
+    return f"{spec.show(metrics.values[name])} {spec.show_interval(low, high)}"
 
 
 def _checkpoint(run: Run) -> str:
@@ -54,7 +54,7 @@ def section(run: Run, *, load: str) -> str:
     ranking = [
         f"| {i} | `{c.evaluation.revision.revision}` | {c.evaluation.revision.step if c.evaluation.revision.step is not None else ''} | "
         f"{_figure(c.validation, metric.name)} | {metric.show_paired(c.versus_best.difference, c.versus_best.low, c.versus_best.high)} | "
-        f"{c.p_best:.0%} |{' chosen' if c is choice.chosen else ''}"
+        f"{c.p_best:.0%} | {'chosen' if c is choice.chosen else ''} |"
         for i, c in enumerate(ranked, 1)
     ]
     return "\n".join([
@@ -73,13 +73,14 @@ def section(run: Run, *, load: str) -> str:
         "to expect in use.",
         "",
         "```python",
+        "from peft import PeftModel",
         load,
         "```",
         "",
         f"### Every checkpoint, on validation {metric.label}",
         "",
-        f"| rank | checkpoint | step | {metric.short} | versus the best (paired, 95%) | P(best) |",
-        "|---|---|---|---|---|---|",
+        f"| rank | checkpoint | step | {metric.short} | versus the best (paired, 95%) | P(best) | |",
+        "|---|---|---|---|---|---|---|",
         *ranking,
         "",
         f"_Written by pricer on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC._",
@@ -110,7 +111,7 @@ def eval_results(run: Run) -> list[EvalResult]:
 
 def updated_card(existing: str | None, run: Run, *, model_name: str, load: str) -> str:
     """`existing` (or a new card) with pricer's part and metadata replaced by the choice's."""
-    card = ModelCard(existing or "---\n---\n", ignore_metadata_errors=True)
+    card = ModelCard(existing or "---\n{}\n---\n", ignore_metadata_errors=True)  # "{}": empty metadata, not none
     card.data.model_name = model_name
     card.data.eval_results = eval_results(run)
     card.data.base_model = card.data.base_model or run.choice.chosen.evaluation.base_model
