@@ -25,8 +25,8 @@ COPY pricer /tmp/pricer/pricer
 COPY evaluator /tmp/pricer/evaluator
 COPY trainer /tmp/pricer/trainer
 COPY app /tmp/pricer/app
-RUN pip install -c /tmp/pricer/constraints.txt "/tmp/pricer[gpu,postgres,ray]" && rm -rf /tmp/pricer \
-    && python -c "import torch, psycopg, pricer.evaluator.service, pricer.evaluator.service.ray_executor, pricer.app.main"
+RUN pip install -c /tmp/pricer/constraints.txt "/tmp/pricer[gpu,postgres,ray,mlflow,wandb]" && rm -rf /tmp/pricer \
+    && python -c "import torch, psycopg, mlflow, wandb, pricer.evaluator.service, pricer.evaluator.service.ray_executor, pricer.app.main"
 WORKDIR /data
 
 RUN useradd --create-home --uid 1000 pricer && mkdir -p /data /hf && chown 1000:1000 /data /hf

@@ -21,7 +21,7 @@ from pricer.evaluator.cli.common import (
     show_choice,
 )
 from pricer.evaluator.data import MAX_DESCRIPTIONS
-from pricer.evaluator.errors import InvalidPredictionInput, ModelNotReady
+from pricer.evaluator.errors import InvalidPredictionInput, ModelNotReady, PublishFailed
 from pricer.evaluator.exports import FORMATS
 from pricer.evaluator.stats.selection import EstimatorChoice
 
@@ -151,15 +151,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from pricer.evaluator.errors import PublishFailed
-
     args.card = True  # a local run's card: what publishing a local run means
     service, repo = service_for(args)
     done = service.publish(repo)
-    if not done.sent and not done.failed:
-        raise PublishFailed(
-            f"{repo}: no publishing target is turned on for this Hub repo: --hub (a tag and the model card), --mlflow or --wandb"
-        )
     if args.json:
         print_json({"sent": done.sent, "failed": done.failed})
     else:

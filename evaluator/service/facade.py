@@ -18,7 +18,14 @@ import pandas as pd
 
 from pricer.evaluator.checkpoints.sources import CheckpointSource
 from pricer.evaluator.data import HeldOutSet, load_heldout, prompts_for
-from pricer.evaluator.errors import DatasetNotFound, InvalidPredictionInput, ModelNotReady, NotEvaluated, RevisionNotFound
+from pricer.evaluator.errors import (
+    DatasetNotFound,
+    InvalidPredictionInput,
+    ModelNotReady,
+    NotEvaluated,
+    PublishFailed,
+    RevisionNotFound,
+)
 from pricer.evaluator.evaluate import Evaluator, Race, adapter_name
 from pricer.evaluator.exports import prediction_rows, predictions_table, results_record
 from pricer.evaluator.publishing import Run, publishers
@@ -513,7 +520,13 @@ class PricerService:
     def publish(self, repo: str, *, again: bool = True) -> Delivered:
         """Publish `repo`'s evaluations and choice to every target the settings turn on, now, in this thread
         (`again`: the choice even where it was published, with the evidence as it is now)."""
-        return deliver(self.published_run(repo), self._publishers, self._deliveries, worker=worker_name("publish"), again=again)
+        targets = [publisher for publisher in self._publishers if publisher.accepts(self.source(repo))]
+        if not targets:
+            raise PublishFailed(
+                f"{repo}: no publishing target is turned on for it: a Hub tag and model card (PRICER_PUBLISH_HUB, --hub), "
+                "a local run's card (PRICER_RUN_CARD), MLflow or W&B"
+            )
+        return deliver(self.published_run(repo), targets, self._deliveries, worker=worker_name("publish"), again=again)
 
     def _publish_due(self) -> bool:
         """Publish each repo whose choice may have changed; a repo a target refused stays due, for the next round."""
@@ -522,6 +535,8 @@ class PricerService:
         for repo in due:
             try:
                 failed = self.publish(repo, again=False).failed
+            except PublishFailed:  # no target for this repo (a Hub repo where only local runs' cards are on)
+                failed = False
             except Exception:
                 log.exception("cannot publish %s", repo)
                 failed = True

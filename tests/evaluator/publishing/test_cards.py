@@ -176,3 +176,20 @@ def test_a_card_that_links_out_of_the_run_is_replaced_not_followed(settings, run
     assert service.publish("local/my-run").failed == {}
     assert outside.read_text() == "not pricer's to read or write\n"
     assert not (run_folder / "README.md").is_symlink() and "not pricer's" not in (run_folder / "README.md").read_text()
+
+
+def test_pricer_publish_writes_a_local_runs_card_and_says_what_a_hub_repo_lacks(settings, run_folder, items, capsys, monkeypatch):
+    from pricer.evaluator.cli.main import main
+
+    monkeypatch.setenv("PRICER_DB_URL", f"sqlite:///{run_folder.parent / 'cli.db'}")
+    assert main(["evaluate", str(run_folder), "--data", str(items), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["publish", str(run_folder), "--data", str(items), "--json"]) == 0
+    sent = json.loads(capsys.readouterr().out)
+    chosen = json.loads((run_folder / "pricer-choice.json").read_text())["choice"]["revision"]
+    assert sent == {"sent": [f"card: {chosen} chosen"], "failed": {}}
+    assert main(["publish", str(run_folder), "--data", str(items)]) == 0  # again: the card is written anew
+    assert capsys.readouterr().out == f"card: {chosen} chosen\n"
+
+    assert main(["publish", "pricer-tests/no-target", "--data", str(items)]) == 1  # a Hub repo without --hub
+    assert "--hub" in capsys.readouterr().err
