@@ -118,6 +118,13 @@ def _main(argv: Sequence[str] | None) -> int:
         error = {"error": type(exc).__name__, "detail": str(exc)}
         print(json.dumps(error) if getattr(args, "json", False) else f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:
+        if exc.filename is None:  # not a file a flag named: a fault of pricer's, with its traceback
+            raise
+        reason = PricerError(f"cannot use {exc.filename}: {exc.strerror or exc}")  # an unwritable --output, a full disk
+        error = {"error": type(exc).__name__, "detail": str(reason)}
+        print(json.dumps(error) if getattr(args, "json", False) else f"error: {reason}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -108,6 +108,7 @@ class PricerService:
         self._publishers = publishers(self.settings)
         self._deliveries = Deliveries(self._evaluator.store)
         self._to_publish: set[str] = set()  # repos whose choice may have changed since they were last published
+        self._to_publish_lock = threading.Lock()
         self._publishing = Loop("pricer-publish", self._publish_due, wait=PUBLISH_RETRY_SECONDS)
         # a poll leaves a stopped (partial) checkpoint as it is; asking for it completes it
         self._watching = Watching(self._watches, revisions=self._scan, enqueue=lambda repo, r: self._enqueue(repo, r, partial=True))
@@ -511,7 +512,7 @@ class PricerService:
             )
         self._serving.serve(repo, choice.chosen.evaluation, self.source(repo), choice.policy.estimator)
         if self._publishers:
-            with self._choices_lock:
+            with self._to_publish_lock:
                 self._to_publish.add(repo)
             self._publishing.wake()
 
@@ -530,7 +531,7 @@ class PricerService:
 
     def _publish_due(self) -> bool:
         """Publish each repo whose choice may have changed; a repo a target refused stays due, for the next round."""
-        with self._choices_lock:
+        with self._to_publish_lock:
             due, self._to_publish = self._to_publish, set()
         for repo in due:
             try:
@@ -541,7 +542,7 @@ class PricerService:
                 log.exception("cannot publish %s", repo)
                 failed = True
             if failed:
-                with self._choices_lock:
+                with self._to_publish_lock:
                     self._to_publish.add(repo)
         return False
 

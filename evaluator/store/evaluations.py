@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from pricer.evaluator.errors import StoreUnavailable
@@ -66,13 +66,21 @@ class Store:
     """Reads and writes evaluations; every method is one short transaction."""
 
     def __init__(self, url: str) -> None:
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            # not echoed: a URL may hold a password
+            raise StoreUnavailable("the store's URL is not a database URL (sqlite:///path, postgresql+psycopg://user@host/db)") from exc
         sqlite_file = parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:")
         if sqlite_file:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"check_same_thread": False, "timeout": 30} if parsed.drivername.startswith("sqlite") else {}
         # a server's connections may drop (a restart, a failover): each is tried before use
-        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not parsed.drivername.startswith("sqlite"))
+        try:
+            self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not parsed.drivername.startswith("sqlite"))
+        except (ArgumentError, ImportError) as exc:  # an unknown dialect, or its driver not installed
+            driver = " (PostgreSQL: pip install 'pricer[postgres]')" if parsed.drivername.startswith("postgresql") else ""
+            raise StoreUnavailable(f"cannot open a store at {parsed.render_as_string(hide_password=True)}: {exc}{driver}") from exc
         self.write_error: str | None = None  # the last write that failed, until one succeeds
         event.listen(self.engine, "handle_error", self._unavailable)
         event.listen(self.engine, "after_cursor_execute", self._executed)

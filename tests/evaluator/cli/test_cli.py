@@ -370,3 +370,14 @@ def test_with_no_test_part_every_item_chooses_and_the_figure_is_cross_fitted(cap
     low, high = best["cross_fitted"]["spread"]
     assert low <= best["cross_fitted"]["value"] <= high
     assert "cross-fitted" in run(capsys, "best", str(tiny_run), "--data", str(heldout_file))[1]
+
+
+def test_a_bad_store_url_or_an_unwritable_output_is_one_line_and_no_password(capsys, tiny_run, heldout_file, tmp_path):
+    for db, said in [("nonsense://", "cannot open a store at nonsense://"), ("not a url", "is not a database URL"),
+                     ("postgresql+pg8000://u:secret@h/db", "pricer[postgres]")]:
+        status, out, err = run(capsys, "best", str(tiny_run), "--db", db, "--data", str(heldout_file))
+        assert status == 1 and said in err and "secret" not in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert run(capsys, "evaluate", str(tiny_run), "--revision", "checkpoint-10", "--data", str(heldout_file))[0] == 0
+    (tmp_path / "a-file").write_text("")  # no folder can be made under it
+    status, _, err = run(capsys, "report", str(tiny_run), "--data", str(heldout_file), "--output", str(tmp_path / "a-file" / "x.html"))
+    assert (status, err.strip()) == (1, f"error: cannot use {tmp_path / 'a-file'}: File exists")  # mkdir says so
