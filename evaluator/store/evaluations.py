@@ -141,6 +141,7 @@ class Store:
         a complete one stored meanwhile (by another process) is kept and returned instead of either.
         """
         items = np.arange(truth.size) if items is None else np.asarray(items)
+        self._add_checkpoint(key, revision)
         try:
             with Session(self.engine) as session, session.begin():
                 existing = session.scalar(_keyed(select(EvaluationRow), key))
@@ -150,12 +151,7 @@ class Store:
                 if existing is not None:
                     session.delete(existing)  # the partial one, completed now or raced again
                     session.flush()
-                ckpt = session.scalar(select(CheckpointRow).filter_by(source=key.source, commit=key.commit))
-                if ckpt is None:
-                    ckpt = CheckpointRow(
-                        source=key.source, revision=revision.revision, commit=key.commit, message=revision.message
-                    )
-                    session.add(ckpt)
+                ckpt = session.scalars(select(CheckpointRow).filter_by(source=key.source, commit=key.commit)).one()
                 ckpt.step, ckpt.epoch, ckpt.train_loss = revision.step, revision.epoch, revision.train_loss
                 ckpt.adapter_base = adapter_base
                 row = EvaluationRow(
@@ -196,6 +192,16 @@ class Store:
                 raise
             return stored
         return self.get(evaluation_id)
+
+    def _add_checkpoint(self, key: EvaluationKey, revision: Revision) -> None:
+        """The checkpoint's row, made on its own first: two workers saving two configs of one new checkpoint at once
+        both find it, instead of one of them failing on the second insert."""
+        try:
+            with Session(self.engine) as session, session.begin():
+                if session.scalar(select(CheckpointRow.id).filter_by(source=key.source, commit=key.commit)) is None:
+                    session.add(CheckpointRow(source=key.source, revision=revision.revision, commit=key.commit, message=revision.message))
+        except IntegrityError:
+            pass  # another worker made it meanwhile
 
     def get(self, evaluation_id: int) -> Evaluation:
         with Session(self.engine) as session:

@@ -14,10 +14,10 @@ from pricer.evaluator.store.migrate import MIGRATIONS, head, revision
 from pricer.evaluator.store.schema import Base
 
 
-def _save(store: Store, revision: Revision):
+def _save(store: Store, revision: Revision, config: str = "config"):
     truth = np.array([10.0, 20.0])
     return store.save(
-        EvaluationKey(revision.source, revision.commit, "base", "fingerprint", "config"),
+        EvaluationKey(revision.source, revision.commit, "base", "fingerprint", config),
         revision,
         adapter_base="base",
         dataset_name="items",
@@ -94,3 +94,21 @@ def test_processes_starting_together_migrate_one_at_a_time(store_url):
     for thread in starters:
         thread.join()
     assert outcomes == [head()] * 4
+
+
+def test_workers_saving_two_configs_of_one_new_checkpoint_at_once_both_succeed(store_url):
+    stores = [Store(store_url) for _ in range(8)]
+    revision = Revision("run", "checkpoint-1", "c" * 64, step=1)
+    barrier, saved = threading.Barrier(len(stores)), []
+
+    def save(store: Store, config: str) -> None:
+        barrier.wait()  # every save looks for the checkpoint's row before any has made it
+        saved.append(_save(store, revision, config))
+
+    savers = [threading.Thread(target=save, args=(store, f"config-{i}")) for i, store in enumerate(stores)]
+    for thread in savers:
+        thread.start()
+    for thread in savers:
+        thread.join()
+    assert sorted(e.config_key for e in saved) == sorted(f"config-{i}" for i in range(len(stores)))
+    assert len({e.id for e in saved}) == len(stores)
