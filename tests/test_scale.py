@@ -179,11 +179,11 @@ def test_both_replicas_serve_the_new_choice_once_a_worker_changes_it(cluster, br
 
     evaluate("checkpoint-40")  # far worse than the others, but the only one: the choice
     for replica in replicas:
-        until(lambda r=replica: answered_by(r) == "checkpoint-40", "each replica to serve checkpoint-40")
+        until(lambda r=replica: answered_by(r) == "checkpoint-40", "each replica to serve checkpoint-40", timeout=300)
     evaluate("checkpoint-30")
     assert client.get("/best-checkpoint", params={"repo": "local/broken-run"}).json()["revision"] == "checkpoint-30"
     for replica in replicas:
-        until(lambda r=replica: answered_by(r) == "checkpoint-30", "each replica to serve the new choice")
+        until(lambda r=replica: answered_by(r) == "checkpoint-30", "each replica to serve the new choice", timeout=300)
 
 
 def test_the_compose_file_runs_pricer_commands_on_postgresql_with_a_gpu_per_worker():

@@ -103,6 +103,7 @@ class PricerService:
         self.serving = serving
         self._following = Loop("pricer-follow", self._follow, wait=self.settings.refresh_seconds)
         self._stored_version: tuple | None = None  # what the store's evaluations were when the served choices were made
+        self._unserved_version: tuple | None = None  # ...when a repo's choice could not be served
         self._refreshing = threading.RLock()
         self._executor: Executor = self._make_executor()
         self._publishers = publishers(self.settings)
@@ -486,12 +487,16 @@ class PricerService:
         version = self._evaluator.store.version()
         if version == self._stored_version:
             return False
+        served = True
         for repo in self._jobs.repos():
             try:
                 self._refresh_served(repo)
             except Exception:  # one repo's missing files must not stop the others from being served
-                log.exception("cannot serve %s", repo)
-        self._stored_version = version
+                if version != self._unserved_version:  # said once, tried again at every look
+                    log.exception("cannot serve %s", repo)
+                served = False
+        # a repo that could not be served is tried again at the next look, not only once another result arrives
+        self._stored_version, self._unserved_version = (version, None) if served else (None, version)
         return False
 
     def _refresh_served(self, repo: str) -> None:
