@@ -64,16 +64,21 @@ def service_for(args: argparse.Namespace):
 
     settings = settings_from(args)
     source: str = args.source
-    try:
-        local = source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir()
-        folder = Path(source).expanduser().resolve() if local else None
-    except RuntimeError as exc:  # ~user/run with no such user
-        raise RepoNotFound(f"{source}: no such run folder ({exc})") from exc
+    folder = local_folder(source)
     if folder is not None:
         settings, repo = settings.model_copy(update={"checkpoint_root": folder.parent}), f"local/{folder.name}"
     else:
         repo = source
     return PricerService(settings.model_copy(update={"repo": repo})), repo
+
+
+def local_folder(source: str) -> Path | None:
+    """The run folder `source` names (a path, or a folder that exists), or None: a Hub repo id."""
+    try:
+        local = source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir()
+        return Path(source).expanduser().resolve() if local else None
+    except RuntimeError as exc:  # ~user/run with no such user
+        raise RepoNotFound(f"{source}: no such run folder ({exc})") from exc
 
 
 def positive(kind: type) -> Callable[[str], int | float]:

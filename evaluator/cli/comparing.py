@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 
@@ -11,12 +10,13 @@ from pricer.evaluator.cli.common import (
     add_data_option,
     add_db_option,
     add_policy_options,
+    local_folder,
     metric_cells,
     metric_line,
     print_json,
     service_for,
 )
-from pricer.evaluator.errors import InvalidRequest, RepoNotFound
+from pricer.evaluator.errors import InvalidRequest
 from pricer.evaluator.stats.comparison import Comparison
 from pricer.evaluator.stats.metrics import spec
 
@@ -35,13 +35,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def services_for_runs(args: argparse.Namespace):
     """(the service, the repos it names the runs by): local run folders as local/<name> from the one folder that
     holds them all (the service reads runs under one checkpoint root), Hub repo ids as they are."""
-    folders: dict[str, Path | None] = {}
-    for source in args.sources:
-        try:
-            local = source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir()
-            folders[source] = Path(source).expanduser().resolve() if local else None
-        except RuntimeError as exc:  # ~user/run with no such user
-            raise RepoNotFound(f"{source}: no such run folder ({exc})") from exc
+    folders = {source: local_folder(source) for source in args.sources}
     parents = {folder.parent for folder in folders.values() if folder is not None}
     if len(parents) > 1:
         raise InvalidRequest("local runs compared must lie in one folder (move or link them side by side), or be Hub repos")
