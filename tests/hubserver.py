@@ -419,6 +419,21 @@ class HubServer:
         return FileResponse(self.blobs / blob.oid, headers=headers, media_type="application/octet-stream")
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json")
+
+
+def push_checkpoints(api, repo_id: str, run: Path, steps=(10, 20, 30)) -> list[str]:
+    """A local run's checkpoint-N folders pushed to `repo_id` as the Trainer's every_save does: one commit per
+    checkpoint, its adapter and trainer state at the top, "Training in progress, step N". Returns the commits."""
+    return [
+        api.upload_folder(
+            repo_id=repo_id, folder_path=run / f"checkpoint-{step}", allow_patterns=list(ADAPTER_FILES),
+            commit_message=f"Training in progress, step {step}",
+        ).oid
+        for step in steps
+    ]
+
+
 def point_hf_client_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     """Make clients that don't pass `endpoint=` use the test server.
 

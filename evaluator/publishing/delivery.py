@@ -22,14 +22,12 @@ class Delivered:
 
 
 def deliver(run: Run, publishers: list[Publisher], deliveries: Deliveries, *, worker: str, again: bool = False) -> Delivered:
-    """Tell each publisher that accepts the run of its evaluations not yet delivered, then of the choice when it, or
-    the evaluations behind it, are not the ones delivered (`again`: even so)."""
+    """Tell each publisher (each one that accepts the run: the caller's choice) of its evaluations not yet delivered,
+    then of the choice when it, or the evaluations behind it, are not the ones delivered (`again`: even so)."""
     done = Delivered()
     chosen = run.choice.chosen.evaluation.revision
     evidence = f"{chosen.commit} of {len(run.evaluations)}"  # a new evaluation may leave the choice and change its ranking
     for publisher in publishers:
-        if not publisher.accepts(run.source):
-            continue
         claimed = None
         try:
             for evaluation in run.evaluations if publisher.records_evaluations else ():

@@ -80,7 +80,7 @@ class PricerService:
         settings: everything configurable; `settings.policy` is how every door chooses, `settings.executor` what
             runs the queued jobs (a worker thread of this process, Ray actors, or nothing here).
         evaluator: prices and stores (default: one over `settings`).
-        serving: False for a process that only runs jobs (`pricer worker`): nothing is served or watched, and an
+        serving: False for a process that only runs jobs (`pricer worker`): nothing is served, watched or published, and an
             evaluated adapter is let go at once.
     """
 
@@ -106,7 +106,7 @@ class PricerService:
         self._unserved_version: tuple | None = None  # ...when a repo's choice could not be served
         self._refreshing = threading.RLock()
         self._executor: Executor = self._make_executor()
-        self._publishers = publishers(self.settings)
+        self._publishers = publishers(self.settings) if serving else []  # a worker stores results; replicas publish them
         self._deliveries = Deliveries(self._evaluator.store)
         self._to_publish: set[str] = set()  # repos whose choice may have changed since they were last published
         self._to_publish_lock = threading.Lock()
@@ -526,7 +526,8 @@ class PricerService:
     def publish(self, repo: str, *, again: bool = True) -> Delivered:
         """Publish `repo`'s evaluations and choice to every target the settings turn on, now, in this thread
         (`again`: the choice even where it was published, with the evidence as it is now)."""
-        targets = [publisher for publisher in self._publishers if publisher.accepts(self.source(repo))]
+        source = self.source(repo)
+        targets = [publisher for publisher in self._publishers if publisher.accepts(source)]
         if not targets:
             raise PublishFailed(
                 f"{repo}: no publishing target is turned on for it: a Hub tag and model card (PRICER_PUBLISH_HUB, --hub), "

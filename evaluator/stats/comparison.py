@@ -40,8 +40,6 @@ from pricer.evaluator.stats.selection import (
     Policy,
     Rule,
     choose,
-    paired_resamples,
-    ranked_curve,
     significantly_worse,
 )
 
@@ -123,7 +121,7 @@ def compare(runs: dict[str, list[Evaluation]], policy: Policy, *, test_mask: np.
     if policy.rule is Rule.MIN:
         chosen = entries[pooled.chosen.evaluation.id]
     elif policy.rule is Rule.CURVE:
-        chosen = min(picks.values(), key=lambda e: (_fitted(choices[e.run], test_mask), _step(e.candidate)))
+        chosen = min(picks.values(), key=lambda e: (choices[e.run].ranked, _step(e.candidate)))  # each run's own curve
     else:
         eligible = [e for e in picks.values() if not significantly_worse(e.candidate.versus_best, policy.metric)]
         chosen = min(eligible or [ranking[0]], key=lambda e: (_step(e.candidate), place[e.evaluation.id]))  # ties: the better
@@ -165,16 +163,3 @@ def _step(candidate: Candidate) -> int:
     step = candidate.evaluation.revision.step
     return NO_STEP if step is None else step
 
-
-def _fitted(choice: Choice, test_mask: np.ndarray | None) -> float:
-    """The run's fitted curve at its pick, as "lower is better": the same curve its own `curve` choice was made on
-    (the same items, resamples and seed)."""
-    policy, candidates = choice.policy, choice.candidates
-    n = candidates[0].evaluation.n
-    items = np.flatnonzero(~(np.zeros(n, dtype=bool) if test_mask is None else np.asarray(test_mask, dtype=bool)))
-    per_item = spec(policy.metric).per_item
-    values = np.stack(
-        [per_item(c.evaluation.truth[items], c.evaluation.prices.guesses(policy.estimator)[items]) for c in candidates]
-    )
-    curve = ranked_curve(*paired_resamples(values, policy.metric), policy)[0]
-    return float(curve[[c.evaluation.id for c in candidates].index(choice.chosen.evaluation.id)])

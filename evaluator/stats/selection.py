@@ -164,6 +164,7 @@ class Choice:
     estimators: dict[str, float] = field(default_factory=dict)  # with `auto`: each estimator's chosen validation metric
     coverage: float | None = None  # the share of test prices inside the chosen checkpoint's 80% intervals
     cross_fitted: CrossFitted | None = None  # without test items: the out-of-sample figure by cross-fitting
+    ranked: float | None = None  # what the rule ranked the chosen one on, lower is better (`curve`: the fitted curve)
 
     @property
     def metric(self) -> Metric:
@@ -313,7 +314,8 @@ def _choose_under(
     values = np.stack([_per_item(e, metric, estimator, validation_items) for e in by_step])
     point, resampled = paired_resamples(values, metric, samples=samples, seed=seed)
     chosen, best = pick(point, resampled, metric=metric, rule=policy.rule, confidence=confidence)
-    winners = np.argmin(ranked_curve(point, resampled, policy)[1], axis=1)  # where the rule's own curve is lowest
+    ranked_point, ranked_resampled = ranked_curve(point, resampled, policy)
+    winners = np.argmin(ranked_resampled, axis=1)  # where the rule's own curve is lowest
     p_best = np.bincount(winners, minlength=len(by_step)) / samples
     versus_best = [paired(point, resampled, k, best, confidence) for k in range(len(by_step))]
     candidates = [
@@ -339,6 +341,7 @@ def _choose_under(
         overfitting=_overfitting(point, resampled, best, by_step, metric, policy.patience, confidence),
         baseline=constant_guess(by_step[0].truth[validation_items]),
         coverage=_coverage(by_step[chosen], test_items),
+        ranked=float(ranked_point[chosen]),
     ), values
 
 

@@ -10,22 +10,17 @@ from huggingface_hub import HfApi
 from pricer.evaluator.errors import HubUnavailable, PickledWeightsRefused, RepoNotFound, RevisionNotFound
 from pricer.evaluator.evaluate import Evaluator
 from pricer.evaluator.settings import Settings
+from tests.hubserver import ADAPTER_FILES, push_checkpoints
 
 REPO = "pricer-tests/tiny-run"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json")
 
 
 @pytest.fixture(scope="module")
-def pushed(hub_server, tiny_run, tmp_path_factory):
+def pushed(hub_server, tiny_run):
     """checkpoint-10, -20, -30 of a real run, pushed as three commits the way Trainer's every_save does."""
     api = HfApi(endpoint=hub_server.endpoint, token=False)
     api.create_repo(REPO, exist_ok=True)
-    shas = []
-    for step in (10, 20, 30):
-        folder = tmp_path_factory.mktemp(f"push-{step}")
-        for name in ADAPTER_FILES:
-            shutil.copy(tiny_run / f"checkpoint-{step}" / name, folder / name)
-        shas.append(api.upload_folder(repo_id=REPO, folder_path=folder, commit_message=f"Training in progress, step {step}").oid)
+    shas = push_checkpoints(api, REPO, tiny_run)
     api.create_tag(REPO, tag="v-step-20", revision=shas[1])
     return api, shas
 
@@ -59,7 +54,7 @@ def test_evaluates_by_sha_branch_tag_and_short_sha(evaluator, pushed, catalogue_
 
 def test_step_and_epoch_from_commit_messages_without_trainer_state(evaluator, pushed, tiny_run, tmp_path):
     api, _ = pushed
-    for name in ADAPTER_FILES[:2]:
+    for name in ADAPTER_FILES[:2]:  # the adapter alone
         shutil.copy(tiny_run / "checkpoint-10" / name, tmp_path / name)
     (tmp_path / "adapter_config.json").write_text(
         (tmp_path / "adapter_config.json").read_text().replace('"r": 8', '"r": 8, "revision": null')

@@ -12,28 +12,21 @@ from pricer.evaluator.data import catalogue_split
 from pricer.evaluator.publishing.card import BEGIN, END
 from pricer.evaluator.service import PricerService
 from pricer.evaluator.store import Deliveries, Store
-from tests.hubserver import point_hf_client_at
+from tests.hubserver import point_hf_client_at, push_checkpoints
 from tests.server import write_items
 from tests.waiting import until
 
 REPO = "pricer-tests/published-run"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json")
 USERS_CARD = "---\nlicense: mit\n---\n# My price model\n\nTrained on my own items.\n"
 
 
 @pytest.fixture(scope="module")
-def hub_repo(hub_server, tiny_run, tmp_path_factory):
+def hub_repo(hub_server, tiny_run):
     """checkpoint-10, -20, -30 pushed as the Trainer does, after a model card its owner wrote."""
     api = HfApi(endpoint=hub_server.endpoint, token=False)
     api.create_repo(REPO)
     api.upload_file(path_or_fileobj=USERS_CARD.encode(), path_in_repo="README.md", repo_id=REPO, commit_message="card")
-    shas = []
-    for step in (10, 20, 30):
-        folder = tmp_path_factory.mktemp(f"push-{step}")
-        for name in ADAPTER_FILES:
-            shutil.copy(tiny_run / f"checkpoint-{step}" / name, folder / name)
-        shas.append(api.upload_folder(repo_id=REPO, folder_path=folder, commit_message=f"Training in progress, step {step}").oid)
-    return api, shas
+    return api, push_checkpoints(api, REPO, tiny_run)
 
 
 @pytest.fixture
@@ -133,8 +126,8 @@ def test_a_local_run_gets_its_card_and_record_from_the_running_service(settings,
     try:
         for revision in ("checkpoint-10", "checkpoint-20", "checkpoint-30"):
             service.submit("local/my-run", revision)
-        until(lambda: service.idle(), "the three jobs")
-        record = until(lambda: _record(run_folder, 3), "the choice over the three checkpoints in the run folder")
+        until(lambda: service.idle(), "the three jobs", timeout=600)  # generous: a loaded machine prices slowly
+        record = until(lambda: _record(run_folder, 3), "the choice over the three checkpoints in the run folder", timeout=300)
     finally:
         service.stop()
     choice = service.choice("local/my-run")
